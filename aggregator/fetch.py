@@ -1,0 +1,462 @@
+"""The only module that talks HTTP to publishers (DESIGN §5).
+
+requests does the HTTP; we add what it lacks for a poller that reads
+servers it does not control:
+
+* a total deadline per fetch (requests only has per-socket timeouts, so a
+  server trickling one byte a second would never time out): a watchdog
+  thread shuts the socket down when the deadline passes;
+* a body limit enforced while streaming, on the decompressed size (urllib3
+  inflates at most what we ask for, so a gzip bomb is never inflated whole);
+* redirects followed by hand: a limit, loop detection, the permanent
+  (301/308) target remembered for the scheduler's adoption rule, and no
+  redirect from a public address to a private one, checked on the address
+  the socket actually connected to (so DNS tricks cannot get around it);
+* at most ``per_host`` requests at once to one host.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import heapq
+import ipaddress
+import logging
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.cookiejar import DefaultCookiePolicy
+from typing import Iterable
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+
+from aggregator.model import FetchResult, Outcome
+
+log = logging.getLogger(__name__)
+
+ACCEPT = (
+    "application/atom+xml, application/rss+xml, application/feed+json, application/rdf+xml;q=0.9, "
+    "application/json;q=0.8, application/xml;q=0.8, text/xml;q=0.8, */*;q=0.5"
+)
+ACCEPT_HTML = "text/html, application/xhtml+xml;q=0.9, application/atom+xml;q=0.8, application/rss+xml;q=0.8, */*;q=0.5"
+REDIRECT_CODES = (301, 302, 303, 307, 308)
+PERMANENT_CODES = (301, 308)
+CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    connect_timeout: float = 10
+    read_timeout: float = 30
+    deadline: float = 60
+    max_bytes: int = 10 * 1000**2
+    max_redirects: int = 5
+    per_host: int = 2
+    user_agent: str = "aggregator"
+    private_networks: tuple[str, ...] = ()
+    pool_size: int = 8
+
+    @classmethod
+    def from_settings(cls, polling: object) -> "FetchLimits":
+        p = polling
+        return cls(
+            connect_timeout=p.connect_timeout, read_timeout=p.timeout, deadline=p.deadline,  # type: ignore[attr-defined]
+            max_bytes=p.max_bytes, max_redirects=p.max_redirects, per_host=p.per_host,  # type: ignore[attr-defined]
+            user_agent=p.user_agent, private_networks=tuple(p.private_networks),  # type: ignore[attr-defined]
+            pool_size=p.workers,  # type: ignore[attr-defined]
+        )
+
+
+class FetchFailed(Exception):
+    def __init__(self, outcome: Outcome, message: str, status: int | None = None):
+        super().__init__(message)
+        self.outcome = outcome
+        self.status = status
+
+
+# --- addresses -------------------------------------------------------------------
+
+
+class AddressPolicy:
+    """Which peer addresses count as private (loopback, LAN, link-local...)."""
+
+    def __init__(self, networks: Iterable[str]):
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+
+    def is_private(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return True  # unknown: be careful
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.networks if net.version == ip.version)
+
+    def host_is_private(self, host: str) -> bool:
+        """Resolve a host name (for autodiscovery checks before fetching)."""
+        try:
+            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        except OSError:
+            return False  # unresolvable: the fetch itself will fail
+        return any(self.is_private(info[4][0]) for info in infos)
+
+
+# --- per-fetch context, shared with the connection classes through a thread-local ---
+
+
+@dataclass
+class _FetchContext:
+    deadline: float
+    policy: AddressPolicy
+    origin_private: bool | None = None  # set by the first connection of this fetch
+    hop: int = 0
+    expired: bool = False
+    sockets: list[socket.socket] = field(default_factory=list)
+
+
+_context = threading.local()
+
+
+def _current() -> _FetchContext | None:
+    return getattr(_context, "value", None)
+
+
+class _Watchdog:
+    """Shuts down the sockets of fetches that passed their deadline."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _FetchContext]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._counter = 0
+        self._thread: threading.Thread | None = None
+
+    def watch(self, ctx: _FetchContext) -> None:
+        with self._lock:
+            self._counter += 1
+            heapq.heappush(self._heap, (ctx.deadline, self._counter, ctx))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="fetch-watchdog", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                while self._heap and self._heap[0][0] <= now:
+                    _, _, ctx = heapq.heappop(self._heap)
+                    if ctx.sockets is not None:
+                        ctx.expired = True
+                        for sock in list(ctx.sockets):
+                            _shutdown(sock)
+                wait = (self._heap[0][0] - now) if self._heap else 5.0
+            self._wake.wait(timeout=max(0.05, min(wait, 1.0)))
+            self._wake.clear()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+_watchdog = _Watchdog()
+
+
+def _guard(sock: socket.socket | None) -> None:
+    """Called with every socket a fetch is about to send a request on."""
+    ctx = _current()
+    if ctx is None or sock is None:
+        return
+    if ctx.expired:
+        raise FetchFailed(Outcome.TIMEOUT, "total deadline exceeded")
+    if sock not in ctx.sockets:
+        ctx.sockets.append(sock)
+    try:
+        peer = sock.getpeername()[0]
+    except OSError:
+        return
+    private = ctx.policy.is_private(peer)
+    if ctx.hop == 0 and ctx.origin_private is None:
+        ctx.origin_private = private
+    elif private and ctx.origin_private is False:
+        raise FetchFailed(
+            Outcome.REDIRECT,
+            f"refused redirect from a public address to a private one ({peer})",
+        )
+
+
+class _GuardedHTTPConnection(urllib3.connection.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _guard(self.sock)
+
+    def request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.sock is not None:  # a reused keep-alive connection
+            _guard(self.sock)
+        return super().request(*args, **kwargs)
+
+
+class _GuardedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _guard(self.sock)
+
+    def request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.sock is not None:
+            _guard(self.sock)
+        return super().request(*args, **kwargs)
+
+
+class _GuardedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class _GuardedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+
+
+# --- header values ----------------------------------------------------------------
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds: '120' or an HTTP-date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def parse_max_age(headers: dict[str, str], now: datetime | None = None) -> float | None:
+    """How long the response says it stays fresh: Cache-Control max-age (or
+    s-maxage), else Expires relative to Date. no-cache / no-store mean 0."""
+    cache_control = headers.get("cache-control", "").lower()
+    if cache_control:
+        if "no-store" in cache_control or "no-cache" in cache_control:
+            return 0.0
+        match = re.search(r"(?:^|[,\s])(?:s-)?max-age\s*=\s*\"?(\d+)", cache_control)
+        if match:
+            return float(match.group(1))
+    expires = headers.get("expires")
+    if expires:
+        try:
+            when = email.utils.parsedate_to_datetime(expires)
+        except (TypeError, ValueError, IndexError):
+            return 0.0  # an invalid Expires means "already expired" (RFC 9111 5.3)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        base = now or datetime.now(timezone.utc)
+        date = headers.get("date")
+        if date:
+            try:
+                base = email.utils.parsedate_to_datetime(date)
+                if base.tzinfo is None:
+                    base = base.replace(tzinfo=timezone.utc)
+            except (TypeError, ValueError, IndexError):
+                pass
+        return max(0.0, (when - base).total_seconds())
+    return None
+
+
+_KEPT_HEADERS = ("content-type", "content-location", "content-language", "etag", "last-modified",
+                 "cache-control", "expires", "date", "retry-after", "location")
+
+
+# --- the fetcher -------------------------------------------------------------------
+
+
+class Fetcher:
+    """One requests session (keep-alive per host) shared by the fetch workers."""
+
+    def __init__(self, limits: FetchLimits):
+        self.limits = limits
+        self.policy = AddressPolicy(limits.private_networks)
+        self.session = requests.Session()
+        self.session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # no cookies, ever
+        self.session.max_redirects = limits.max_redirects
+        adapter = _GuardedAdapter(pool_connections=64, pool_maxsize=max(limits.per_host, limits.pool_size), max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.clear()
+        self.session.headers.update({"User-Agent": limits.user_agent, "Accept-Encoding": "gzip, deflate"})
+        self._host_slots: dict[str, threading.BoundedSemaphore] = {}
+        self._slots_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _slot(self, url: str) -> threading.BoundedSemaphore:
+        host = (urlsplit(url).hostname or "").lower()
+        with self._slots_lock:
+            slot = self._host_slots.get(host)
+            if slot is None:
+                slot = self._host_slots[host] = threading.BoundedSemaphore(self.limits.per_host)
+            return slot
+
+    def fetch(self, url: str, etag: str | None = None, last_modified: str | None = None,
+              accept: str = ACCEPT, origin_private: bool | None = None) -> FetchResult:
+        """GET a feed. Never raises for anything the server or network does:
+        the outcome says what happened. ``origin_private=False`` makes the
+        first hop subject to the public-to-private rule too (autodiscovered
+        links found on a public page)."""
+        started = time.monotonic()
+        ctx = _FetchContext(deadline=started + self.limits.deadline, policy=self.policy, origin_private=origin_private)
+        if origin_private is not None:
+            ctx.hop = 1  # treat the first request as a hop away from that origin
+        _context.value = ctx
+        _watchdog.watch(ctx)
+        result = FetchResult(url=url, outcome=Outcome.OK)
+        try:
+            self._fetch(url, etag, last_modified, accept, ctx, result)
+        except FetchFailed as exc:
+            result.outcome, result.error = exc.outcome, str(exc)
+            result.status = exc.status or result.status
+        except requests.exceptions.RequestException as exc:
+            result.outcome, result.error = self._classify(exc, ctx)
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            result.outcome, result.error = self._classify(exc, ctx)
+        finally:
+            ctx.sockets = []  # the watchdog leaves finished fetches alone
+            _context.value = None
+            result.elapsed = time.monotonic() - started
+        if result.outcome is not Outcome.OK:
+            result.body = None
+        return result
+
+    def _classify(self, exc: BaseException, ctx: _FetchContext) -> tuple[Outcome, str]:
+        if ctx.expired:
+            return Outcome.TIMEOUT, f"total deadline of {self.limits.deadline:g}s exceeded"
+        text = _root_cause(exc)
+        if isinstance(exc, (requests.exceptions.Timeout, socket.timeout, TimeoutError)) or "timed out" in text:
+            if isinstance(exc, requests.exceptions.ConnectTimeout):
+                return Outcome.TIMEOUT, f"connect timeout ({self.limits.connect_timeout:g}s)"
+            return Outcome.TIMEOUT, f"read timeout: no data for {self.limits.read_timeout:g}s"
+        if isinstance(exc, requests.exceptions.InvalidURL) or isinstance(exc, requests.exceptions.MissingSchema):
+            return Outcome.CONNECTION, f"invalid URL: {text}"
+        if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo failed" in text \
+                or "Temporary failure in name resolution" in text or "No address associated" in text:
+            return Outcome.CONNECTION, "DNS lookup failed: host not found"
+        if "Connection refused" in text:
+            return Outcome.CONNECTION, "connection refused"
+        if isinstance(exc, requests.exceptions.SSLError):
+            return Outcome.CONNECTION, f"TLS error: {text}"
+        return Outcome.CONNECTION, f"connection failed: {text}"
+
+    def _fetch(self, url: str, etag: str | None, last_modified: str | None, accept: str,
+               ctx: _FetchContext, result: FetchResult) -> None:
+        headers = {"Accept": accept}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        current = url
+        visited = {url}
+        permanent_so_far = True
+        timeout = (self.limits.connect_timeout, self.limits.read_timeout)
+        while True:
+            with self._slot(current):
+                response = self.session.get(current, headers=headers, stream=True, timeout=timeout, allow_redirects=False)
+                try:
+                    location = response.headers.get("location")
+                    if response.status_code in REDIRECT_CODES and location:
+                        target = urljoin(current, location.strip())
+                        if urlsplit(target).scheme not in ("http", "https"):
+                            raise FetchFailed(Outcome.REDIRECT, f"redirect to a non-HTTP URL: {target[:200]}", response.status_code)
+                        if target in visited:
+                            raise FetchFailed(Outcome.REDIRECT, f"redirect loop at {target[:200]}", response.status_code)
+                        if len(visited) > self.limits.max_redirects:
+                            raise FetchFailed(Outcome.REDIRECT, f"more than {self.limits.max_redirects} redirects", response.status_code)
+                        if permanent_so_far and response.status_code in PERMANENT_CODES:
+                            result.permanent_redirect = target
+                        else:
+                            permanent_so_far = False
+                        visited.add(target)
+                        current = target
+                        ctx.hop += 1
+                        continue
+                    self._read_response(response, current, result)
+                    return
+                finally:
+                    response.close()
+
+    def _read_response(self, response: requests.Response, url: str, result: FetchResult) -> None:
+        result.final_url = url
+        result.status = response.status_code
+        result.headers = {k: response.headers[k] for k in _KEPT_HEADERS if k in response.headers}
+        result.etag = response.headers.get("etag")
+        result.last_modified = response.headers.get("last-modified")
+        result.max_age = parse_max_age(result.headers)
+        status = response.status_code
+        if status == 304:
+            result.outcome = Outcome.NOT_MODIFIED
+            return
+        if status == 410:
+            raise FetchFailed(Outcome.GONE, "HTTP 410 Gone: the publisher removed this feed", status)
+        if status in (429, 503):
+            result.retry_after = parse_retry_after(response.headers.get("retry-after"))
+            wait = f", retry after {result.retry_after:g}s" if result.retry_after is not None else ""
+            raise FetchFailed(Outcome.RATE_LIMITED, f"HTTP {status} {response.reason or ''}".strip() + wait, status)
+        if status >= 400 or status < 200 or status in REDIRECT_CODES:
+            raise FetchFailed(Outcome.HTTP_ERROR, f"HTTP {status} {response.reason or ''}".strip(), status)
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limits.max_bytes:
+            raise FetchFailed(Outcome.TOO_LARGE, f"body of {int(declared):,} bytes is over the {self.limits.max_bytes:,}-byte limit", status)
+        result.body = self._read_body(response, result)
+
+    def _read_body(self, response: requests.Response, result: FetchResult) -> bytes:
+        limit = self.limits.max_bytes
+        chunks: list[bytes] = []
+        size = 0
+        raw = response.raw
+        while True:
+            chunk = raw.read(CHUNK, decode_content=True)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                result.bytes_read = raw.tell()
+                raise FetchFailed(Outcome.TOO_LARGE, f"body is over the {limit:,}-byte limit (decompressed); stopped reading", response.status_code)
+            chunks.append(chunk)
+        result.bytes_read = raw.tell()
+        return b"".join(chunks)
+
+
+def _root_cause(exc: BaseException) -> str:
+    seen = set()
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        if id(exc) in seen:
+            break
+        seen.add(id(exc))
+        nxt = exc.__cause__ or exc.__context__
+        if nxt is None:
+            break
+        exc = nxt
+    text = str(exc)
+    if exc.args and isinstance(exc.args[0], str) and len(exc.args) == 1:
+        text = exc.args[0]
+    # urllib3 messages carry object reprs; keep the readable part.
+    text = re.sub(r"<[^>]+>", "", text)
+    text = re.sub(r"\s+", " ", text).strip(" :")
+    return text[:300] or type(exc).__name__

@@ -1,0 +1,281 @@
+"""One poll of a feed, end to end: fetch, parse, identify, store (DESIGN §1).
+
+The orchestration is thin. Fetching runs in threads; parsing runs in a pool
+of worker processes (feedparser is CPU-bound Python, so processes are what
+use more than one core); writing is one short transaction per feed. The
+decisions (what changed on the feed, when to poll next, what is new) are
+pure functions in policy.py, dedupe.py and ``feed_changes`` below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout, as_completed
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Iterable
+
+import pebble
+
+from aggregator import dedupe
+from aggregator.config import Config, id_authority
+from aggregator.fetch import Fetcher, FetchLimits
+from aggregator.metrics import Metrics
+from aggregator.model import (
+    FeedState, FeedStatus, FetchResult, IngestCounts, Outcome, ParsedFeed, PollReport, utcnow,
+)
+from aggregator.parse import ParseError, parse_document
+from aggregator.policy import PollFacts, Timing, estimate_publish_interval, next_poll_at
+from aggregator.store import Store
+
+log = logging.getLogger(__name__)
+
+# A 301/308 target becomes the feed's URL after it served a valid feed this many polls in a row.
+REDIRECT_CONFIRMATIONS = 2
+
+
+# --- parsing in worker processes -------------------------------------------------------
+
+
+class ParsePool:
+    """feedparser in worker processes (pebble): a document that hangs the
+    parser is killed at its timeout, one that crashes the worker costs only
+    itself, and workers are replaced after ``recycle`` documents so memory
+    cannot creep. pebble is used rather than concurrent.futures because it
+    kills exactly the worker that overran and tells us which task it was."""
+
+    def __init__(self, workers: int = 0, timeout: float = 30, recycle: int = 200):
+        self.workers = workers or os.cpu_count() or 1
+        self.timeout = timeout
+        context = multiprocessing.get_context("forkserver")
+        # Workers fork from a server that has already imported the parser.
+        context.set_forkserver_preload(["aggregator.parse"])
+        self._pool = pebble.ProcessPool(max_workers=self.workers, max_tasks=recycle, context=context)
+        self._closed = False
+
+    def parse(self, body: bytes, url: str, headers: dict[str, str], now: datetime,
+              known: dict[str, str]) -> ParsedFeed:
+        future = self._pool.schedule(parse_document, args=(body, url, headers, now, known), timeout=self.timeout)
+        try:
+            return future.result()
+        except FutureTimeout:
+            raise ParseError(f"parsing took longer than {self.timeout:g}s; the document was abandoned") from None
+        except pebble.ProcessExpired as exc:
+            raise ParseError(f"the parser crashed on this document (exit code {exc.exitcode})") from None
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._pool.stop()
+            self._pool.join(timeout=10)
+
+
+class InlineParser:
+    """Parsing in the calling thread: for a single feed, where starting
+    worker processes would cost more than it saves."""
+
+    def parse(self, body: bytes, url: str, headers: dict[str, str], now: datetime,
+              known: dict[str, str]) -> ParsedFeed:
+        return parse_document(body, url, headers, now, known)
+
+    def close(self) -> None:
+        pass
+
+
+# --- the pure part: what a poll changes on the feed ------------------------------------
+
+
+def body_digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def feed_changes(
+    feed: FeedState,
+    fetch: FetchResult,
+    outcome: Outcome,
+    error: str | None,
+    parsed: ParsedFeed | None,
+    body_hash: str | None,
+    counts: IngestCounts,
+    now: datetime,
+    timing: Timing,
+    rng: random.Random,
+) -> dict[str, Any]:
+    """The feed-state columns one poll changes."""
+    fields: dict[str, Any] = {"last_fetch_at": now, "last_status": fetch.status, "last_outcome": outcome.value}
+    failed = outcome.is_error
+    error_count = feed.error_count + 1 if failed else 0
+    fields["error_count"] = error_count
+    fields["last_error"] = error if failed else None
+    if fetch.etag or fetch.last_modified or fetch.status in (200, 304):
+        # Validators exactly as received, from every 200 and 304; a 304 that
+        # omits one keeps the one we had.
+        if fetch.status == 200:
+            fields["etag"], fields["last_modified"] = fetch.etag, fetch.last_modified
+        elif fetch.status == 304:
+            fields["etag"] = fetch.etag or feed.etag
+            fields["last_modified"] = fetch.last_modified or feed.last_modified
+    if body_hash is not None:
+        fields["body_hash"] = body_hash
+    publish_interval = feed.publish_interval
+    if parsed is not None:
+        fields.update(title=parsed.title or feed.title, site_url=parsed.site_url or feed.site_url,
+                      self_url=parsed.self_url, language=parsed.language, updated_at=parsed.updated_at)
+        estimate = estimate_publish_interval(e.published_at for e in parsed.entries if not e.unchanged)
+        if estimate is not None:
+            publish_interval = fields["publish_interval"] = estimate
+    if counts.new:
+        fields["last_new_at"] = now
+    fields.update(_redirect_changes(feed, fetch, failed))
+    if outcome is Outcome.GONE:
+        fields["status"] = FeedStatus.GONE
+    facts = PollFacts(
+        outcome=outcome, error_count=error_count, max_age=fetch.max_age,
+        ttl=parsed.ttl if parsed is not None else None, retry_after=fetch.retry_after,
+    )
+    fields["next_poll_at"] = next_poll_at(now, facts, timing, feed.interval, publish_interval, rng)
+    fields["retry_after"] = fields["next_poll_at"] if fetch.retry_after is not None else None
+    return fields
+
+
+def _redirect_changes(feed: FeedState, fetch: FetchResult, failed: bool) -> dict[str, Any]:
+    """301/308: adopt the new URL only once it has served a valid feed on
+    REDIRECT_CONFIRMATIONS polls in a row. 302/303/307 never change it."""
+    target = fetch.permanent_redirect
+    if not target or failed:
+        return {"redirect_url": None, "redirect_seen": 0} if feed.redirect_url else {}
+    seen = feed.redirect_seen + 1 if feed.redirect_url == target else 1
+    if seen >= REDIRECT_CONFIRMATIONS:
+        log.info("%s: moved permanently to %s (confirmed on %d polls); polling the new URL from now on",
+                 feed.url, target, seen)
+        return {"url": target, "redirect_url": None, "redirect_seen": 0}
+    return {"redirect_url": target, "redirect_seen": seen}
+
+
+# --- orchestration -------------------------------------------------------------------------
+
+
+@dataclass
+class PollOptions:
+    force: bool = False  # poll even when not due (the CLI's `poll`)
+
+
+class Poller:
+    """Polls feeds into the store. Thread-safe: the daemon's workers share one."""
+
+    def __init__(self, store: Store, config: Config, parser: ParsePool | InlineParser | None = None,
+                 metrics: Metrics | None = None, rng: random.Random | None = None,
+                 clock: Callable[[], datetime] = utcnow):
+        settings = config.settings
+        self.store = store
+        self.config = config
+        self.fetcher = Fetcher(FetchLimits.from_settings(settings.polling))
+        self.parser = parser or InlineParser()
+        self.metrics = metrics
+        self.timing = Timing.from_settings(settings.polling)
+        self.authority = id_authority(settings.http.public_base_url)
+        self.rng = rng or random.Random()
+        self._rng_lock = threading.Lock()
+        self.clock = clock
+
+    def close(self) -> None:
+        self.fetcher.close()
+        self.parser.close()
+
+    def poll(self, feed: FeedState) -> PollReport:
+        """Fetch, parse and store one feed. Never raises for anything a
+        feed or its server does; store failures (disk full) do raise."""
+        started = time.monotonic()
+        fetch = self.fetcher.fetch(feed.url, feed.etag, feed.last_modified)
+        now = self.clock()
+        report = PollReport(feed_id=feed.id, url=feed.url, outcome=fetch.outcome, status=fetch.status,
+                            error=fetch.error, bytes_read=fetch.bytes_read, fetch_seconds=fetch.elapsed)
+        parsed: ParsedFeed | None = None
+        body_hash: str | None = None
+        if fetch.outcome is Outcome.OK and fetch.body is not None:
+            body_hash = body_digest(fetch.body)
+            if body_hash == feed.body_hash:
+                report.outcome = Outcome.UNCHANGED
+            else:
+                parse_started = time.monotonic()
+                try:
+                    parsed = self.parser.parse(fetch.body, fetch.final_url or feed.url, fetch.headers, now,
+                                               self.store.known_hashes(feed.id))
+                except ParseError as exc:
+                    report.outcome, report.error = Outcome.PARSE_ERROR, str(exc)
+                    body_hash = None
+                report.parse_seconds = time.monotonic() - parse_started
+        self._write(feed, fetch, parsed, body_hash, report, now)
+        if self.metrics is not None:
+            self.metrics.record(report)
+        self._log(feed, report, time.monotonic() - started)
+        return report
+
+    def _write(self, feed: FeedState, fetch: FetchResult, parsed: ParsedFeed | None, body_hash: str | None,
+               report: PollReport, now: datetime) -> None:
+        with self.store.ingest(feed.id) as tx:
+            if parsed is not None:
+                existing = tx.existing(parsed.entries)
+                plan = dedupe.plan(feed.id, parsed.entries, existing, now, self.authority)
+                tx.apply(plan, now)
+                report.counts = plan.counts
+                for key, rule in parsed.folded:
+                    plan.counts.folded[rule] = plan.counts.folded.get(rule, 0) + 1
+                if plan.reparse_needed:
+                    body_hash = None
+            with self._rng_lock:
+                fields = feed_changes(feed, fetch, report.outcome, report.error, parsed, body_hash,
+                                      report.counts, now, self.timing, self.rng)
+            visible = parsed is not None and (parsed.title != feed.title or parsed.site_url != feed.site_url)
+            tx.update_feed(fields, content_visible=visible or "url" in fields or report.outcome is Outcome.GONE)
+        report.next_poll_at = fields["next_poll_at"]
+
+    def _log(self, feed: FeedState, report: PollReport, seconds: float) -> None:
+        name = feed.display_title
+        if report.outcome.is_error:
+            log.warning("feed %r <%s>: %s: %s (errors in a row: %d; next poll %s)", name, feed.url,
+                        report.outcome.value, report.error, feed.error_count + 1, _when(report.next_poll_at))
+            return
+        c = report.counts
+        log.info("feed %r <%s>: %s%s: %d new, %d updated, %d duplicates (%.2fs; next poll %s)", name, feed.url,
+                 report.outcome.value, f" {report.status}" if report.status else "", c.new, c.updated,
+                 c.duplicates, seconds, _when(report.next_poll_at))
+
+    def poll_many(self, feeds: Iterable[FeedState], workers: int | None = None,
+                  on_done: Callable[[PollReport], None] | None = None) -> list[PollReport]:
+        """Poll feeds concurrently (fetch threads; parsing in the pool)."""
+        feeds = list(feeds)
+        reports: list[PollReport] = []
+        workers = workers or self.config.settings.polling.workers
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(feeds) or 1)), thread_name_prefix="fetch") as pool:
+            futures = {pool.submit(self.poll, feed): feed for feed in feeds}
+            for future in as_completed(futures):
+                feed = futures[future]
+                try:
+                    report = future.result()
+                except Exception as exc:  # a store failure (disk full...): report it, keep going
+                    log.error("feed %r <%s>: could not be stored: %s", feed.display_title, feed.url, exc)
+                    report = PollReport(feed.id, feed.url, Outcome.STORE_ERROR, error=f"storing failed: {exc}")
+                reports.append(report)
+                if on_done is not None:
+                    on_done(report)
+        return reports
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ") if moment else "never (feed is gone)"
+
+
+def make_parser(config: Config, feed_count: int) -> ParsePool | InlineParser:
+    """Worker processes pay off from a handful of feeds up; one feed parses inline."""
+    polling = config.settings.polling
+    if feed_count <= 1:
+        return InlineParser()
+    return ParsePool(polling.parse_workers, polling.parse_timeout, polling.parse_recycle)
+

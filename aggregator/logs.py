@@ -1,0 +1,28 @@
+"""Logging to stderr, as text (default) or JSON lines (python-json-logger)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from pythonjsonlogger.json import JsonFormatter
+
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def setup_logging(level: str = "info", fmt: str = "text", handler: logging.Handler | None = None) -> None:
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    handler = handler or logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                                           rename_fields={"levelname": "level", "asctime": "time"}))
+    elif not handler.formatter:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT, "%Y-%m-%dT%H:%M:%S%z"))
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    # Libraries' own chatter stays out of the service log unless debugging.
+    quiet = logging.DEBUG if level == "debug" else logging.WARNING
+    for name in ("urllib3", "apscheduler", "waitress", "pebble", "sqlite_utils"):
+        logging.getLogger(name).setLevel(max(quiet, logging.getLogger(name).level))

@@ -1,0 +1,298 @@
+"""Plain records that travel between the stages.
+
+Nothing here does I/O. Times are timezone-aware UTC ``datetime`` objects in
+memory and ISO 8601 strings (``2026-01-02T03:04:05Z``) in the database and on
+the wire.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def iso(dt: datetime | None) -> str | None:
+    """UTC ISO 8601 with a ``Z``; None stays None."""
+    if dt is None:
+        return None
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def from_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# --- subscriptions (what to poll; comes from feeds/) ------------------------
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One feed as the subscription files describe it."""
+
+    feed_id: str
+    url: str
+    title: str | None = None
+    tags: tuple[str, ...] = ()
+    interval: float | None = None  # seconds; None = global / adaptive
+    source: str = ""  # "feeds/world.yaml#3", for error messages
+
+
+# --- feed state (how polling went; lives in the database) --------------------
+
+
+class FeedStatus(str, enum.Enum):
+    ACTIVE = "active"
+    GONE = "gone"  # answered 410: never polled again until re-added
+    UNSUBSCRIBED = "unsubscribed"  # no longer in feeds/
+
+
+@dataclass
+class FeedState:
+    id: str
+    url: str  # current URL we poll (changes after a confirmed 301/308)
+    configured_url: str
+    title: str | None = None
+    configured_title: str | None = None
+    site_url: str | None = None
+    tags: tuple[str, ...] = ()
+    interval: float | None = None  # per-feed interval from feeds/, seconds
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    last_fetch_at: datetime | None = None
+    last_status: int | None = None
+    last_outcome: str | None = None
+    error_count: int = 0
+    last_error: str | None = None
+    next_poll_at: datetime | None = None
+    retry_after: datetime | None = None
+    redirect_url: str | None = None
+    redirect_seen: int = 0
+    status: FeedStatus = FeedStatus.ACTIVE
+    publish_interval: float | None = None  # observed mean gap between entries, seconds
+    updated_at: datetime | None = None  # the source feed's own updated date
+    article_count: int = 0
+
+    @property
+    def display_title(self) -> str:
+        return self.configured_title or self.title or self.url
+
+
+# --- fetch ------------------------------------------------------------------
+
+
+class Outcome(str, enum.Enum):
+    """What one poll of a feed came to; also the metrics label."""
+
+    OK = "ok"  # 200, parsed
+    NOT_MODIFIED = "not_modified"  # 304
+    UNCHANGED = "unchanged"  # 200, byte-identical body: not parsed
+    GONE = "gone"  # 410
+    RATE_LIMITED = "rate_limited"  # 429 / 503
+    HTTP_ERROR = "http_error"  # other 4xx / 5xx
+    TIMEOUT = "timeout"
+    TOO_LARGE = "too_large"
+    CONNECTION = "connection_error"  # refused, reset, DNS
+    REDIRECT = "redirect_error"  # loop, too many, refused destination
+    PARSE_ERROR = "parse_error"  # nothing usable in the document
+    STORE_ERROR = "store_error"  # our side: the database could not take it (disk full...)
+
+    @property
+    def is_error(self) -> bool:
+        return self not in (Outcome.OK, Outcome.NOT_MODIFIED, Outcome.UNCHANGED)
+
+
+@dataclass
+class FetchResult:
+    url: str  # the URL we asked for
+    outcome: Outcome
+    final_url: str | None = None  # after redirects
+    status: int | None = None
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    etag: str | None = None
+    last_modified: str | None = None
+    permanent_redirect: str | None = None  # target of a leading 301/308 chain
+    error: str | None = None
+    retry_after: float | None = None  # seconds, from Retry-After
+    max_age: float | None = None  # seconds, from Cache-Control / Expires
+    bytes_read: int = 0
+    elapsed: float = 0.0
+
+
+# --- parse ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Author:
+    name: str | None = None
+    email: str | None = None
+    url: str | None = None
+
+    def to_json(self) -> dict[str, str]:
+        return {k: v for k, v in (("name", self.name), ("email", self.email), ("url", self.url)) if v}
+
+
+@dataclass(frozen=True)
+class Enclosure:
+    url: str
+    type: str | None = None
+    length: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"url": self.url}
+        if self.type:
+            out["type"] = self.type
+        if self.length is not None:
+            out["length"] = self.length
+        return out
+
+
+@dataclass
+class ParsedEntry:
+    """One entry of a fetched document, normalised but not yet identified
+    against what is stored."""
+
+    entry_key: str  # identity within the feed (DESIGN §4.1)
+    key_rule: str  # "guid", "link", "hash" or "link:untrusted-guid"
+    content_hash: str
+    guid: str | None = None
+    url: str | None = None  # original link minus tracking parameters
+    canonical_url: str | None = None
+    title: str = ""
+    authors: tuple[Author, ...] = ()
+    summary: str | None = None
+    content: str | None = None
+    categories: tuple[str, ...] = ()
+    enclosures: tuple[Enclosure, ...] = ()
+    image: str | None = None
+    language: str | None = None
+    published_at: datetime | None = None  # as the source said (UTC), validated
+    updated_at: datetime | None = None
+    unchanged: bool = False  # content hash matched a stored one: fields not filled
+
+
+@dataclass
+class ParsedFeed:
+    title: str | None = None
+    site_url: str | None = None
+    self_url: str | None = None
+    language: str | None = None
+    updated_at: datetime | None = None
+    ttl: float | None = None  # RSS <ttl>, seconds
+    entries: list[ParsedEntry] = field(default_factory=list)
+    folded: list[tuple[str, str]] = field(default_factory=list)  # (entry key, rule) dropped in parsing
+    warning: str | None = None  # bozo message, if any
+    entry_count: int = 0  # entries the document had, before folding
+
+
+# --- store ------------------------------------------------------------------
+
+
+@dataclass
+class Article:
+    id: str  # permanent output id
+    feed_id: str
+    entry_key: str
+    guid: str | None
+    url: str | None
+    canonical_url: str | None
+    title: str
+    authors: tuple[Author, ...]
+    summary: str | None
+    content: str | None
+    categories: tuple[str, ...]
+    enclosures: tuple[Enclosure, ...]
+    image: str | None
+    language: str | None
+    published_at: datetime | None
+    updated_at: datetime | None
+    first_seen_at: datetime
+    content_hash: str
+    duplicate_of: str | None = None
+    rowid: int | None = None
+
+
+@dataclass
+class IngestCounts:
+    """What one poll of one feed did to the store."""
+
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    duplicates: int = 0  # stored, but folded into another feed's story
+    capped: int = 0  # edits held back by the churn cap
+    folded: dict[str, int] = field(default_factory=dict)  # rule -> entries merged into an existing article
+
+    def add(self, other: "IngestCounts") -> None:
+        self.new += other.new
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.duplicates += other.duplicates
+        self.capped += other.capped
+        for rule, n in other.folded.items():
+            self.folded[rule] = self.folded.get(rule, 0) + n
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.new or self.updated)
+
+
+@dataclass
+class PollReport:
+    """The result of polling one feed end to end."""
+
+    feed_id: str
+    url: str
+    outcome: Outcome
+    status: int | None = None
+    error: str | None = None
+    counts: IngestCounts = field(default_factory=IngestCounts)
+    bytes_read: int = 0
+    fetch_seconds: float = 0.0
+    parse_seconds: float = 0.0
+    next_poll_at: datetime | None = None
+
+
+# --- publish -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """The feed a story came from, as outputs describe it (atom:source)."""
+
+    feed_id: str
+    title: str
+    feed_url: str
+    site_url: str | None
+    updated_at: datetime | None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AlsoReported:
+    source: Source
+    url: str | None
+    title: str
+
+
+@dataclass
+class Story:
+    """One line of the Latest feed: the representative article of a story,
+    where it came from, and the other sources that carried it."""
+
+    article: Article
+    source: Source
+    also: list[AlsoReported] = field(default_factory=list)
+
+    @property
+    def sort_at(self) -> datetime:
+        published = self.article.published_at or self.article.first_seen_at
+        return min(published, self.article.first_seen_at)

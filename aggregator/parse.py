@@ -1,0 +1,459 @@
+"""Bytes in, normalised entries out (DESIGN §4.1, §6).
+
+feedparser parses RSS 0.9x/1.0/2.0 and Atom 0.3/1.0 from the bytes the
+fetcher hands it (never fetching anything itself). JSON Feed is mapped onto
+the same shape here, because feedparser 6 does not read it and the one JSON
+Feed package on PyPI is an unmaintained 0.0.1.
+
+This module is pure: no I/O, no clock (``now`` is passed in), so it can run
+in a worker process and be tested on its own.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import html
+import io
+import json
+import logging
+import re
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Mapping
+
+import feedparser
+from feedparser.datetimes import _parse_date as parse_date_text
+
+from aggregator.model import Author, Enclosure, ParsedEntry, ParsedFeed
+from aggregator.sanitize import sanitize_html, to_text
+from aggregator.urls import absolute, canonical_url, clean_url
+
+log = logging.getLogger(__name__)
+
+# Bump when normalisation changes, so stored entries are re-normalised once.
+NORMALISER_VERSION = "1"
+MAX_KEY_LENGTH = 512
+FUTURE_TOLERANCE = timedelta(days=1)
+EARLIEST_PLAUSIBLE = datetime(1971, 1, 1, tzinfo=timezone.utc)  # epoch 0 is a placeholder, not a date
+
+# Fold rules: why an entry of a document did not become an article of its own.
+FOLD_SAME_KEY = "same-key-in-document"
+
+
+class ParseError(Exception):
+    """The document holds nothing usable as a feed."""
+
+
+def parse_document(
+    body: bytes,
+    url: str,
+    headers: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+    known_hashes: Mapping[str, str] | None = None,
+) -> ParsedFeed:
+    """Parse one fetched document.
+
+    ``known_hashes`` maps entry keys already stored for this feed to their
+    content hash: an entry whose hash is unchanged is returned with
+    ``unchanged=True`` and without its (costly) sanitised fields.
+    """
+    headers = {k.lower(): v for k, v in (headers or {}).items()}
+    now = now or datetime.now(timezone.utc)
+    if _looks_like_json(body, headers.get("content-type", "")):
+        raw = _parse_json_feed(body)
+    else:
+        raw = _parse_xml(body, url, headers)
+    return _normalise(raw, url, now, known_hashes or {})
+
+
+# --- reading the document -----------------------------------------------------
+
+
+def _looks_like_json(body: bytes, content_type: str) -> bool:
+    head = body[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head.startswith(b"{") or ("json" in content_type.lower() and not head.startswith(b"<"))
+
+
+def _parse_xml(body: bytes, url: str, headers: dict[str, str]) -> dict[str, Any]:
+    response_headers = dict(headers)
+    # feedparser resolves relative links against Content-Location.
+    response_headers["content-location"] = url
+    response_headers.pop("content-encoding", None)  # the fetcher already decoded it
+    # A BytesIO, never a str: feedparser treats a str as a URL or a file name.
+    parsed = feedparser.parse(
+        io.BytesIO(body),
+        response_headers=response_headers,
+        sanitize_html=False,  # nh3 sanitises later, faster and stricter
+        resolve_relative_uris=False,  # nh3 resolves URLs while it sanitises
+    )
+    version = parsed.get("version") or ""
+    if not version and not parsed.entries:
+        problem = parsed.get("bozo_exception")
+        if not body.strip():
+            raise ParseError("empty document: the server sent no content")
+        if re.search(rb"<html[\s>]", body[:2048], re.I):
+            raise ParseError("not a feed: the server sent an HTML page (look for the feed's own URL on that page)")
+        detail = f" ({_describe(problem)})" if problem else ""
+        raise ParseError(f"not a feed: no RSS, Atom or JSON Feed document found{detail}")
+    warning = _describe(parsed.get("bozo_exception")) if parsed.get("bozo") else None
+    return {"feed": parsed.feed, "entries": parsed.entries, "warning": warning, "version": version}
+
+
+def _describe(exc: object) -> str:
+    text = str(exc) if exc else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _parse_json_feed(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ParseError(f"not a feed: invalid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ParseError("not a feed: JSON document is not an object")
+    version = str(data.get("version", ""))
+    if "jsonfeed.org" not in version:
+        raise ParseError("not a feed: JSON document without a jsonfeed.org version")
+    items = data.get("items")
+    if not isinstance(items, list):
+        raise ParseError("not a feed: JSON Feed without an 'items' list")
+    feed = {
+        "title": _str(data.get("title")),
+        "title_detail": {"type": "text/plain"},
+        "link": _str(data.get("home_page_url")),
+        "links": [{"rel": "self", "href": _str(data.get("feed_url"))}] if data.get("feed_url") else [],
+        "language": _str(data.get("language")),
+    }
+    return {"feed": feed, "entries": [_json_item(item) for item in items if isinstance(item, dict)],
+            "warning": None, "version": "json" + version.rsplit("/", 1)[-1]}
+
+
+def _str(value: Any) -> str | None:
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    return str(value)
+
+
+def _json_item(item: dict[str, Any]) -> dict[str, Any]:
+    """A JSON Feed item in feedparser's entry shape."""
+    authors = item.get("authors") or ([item["author"]] if isinstance(item.get("author"), dict) else [])
+    entry: dict[str, Any] = {
+        "id": _str(item.get("id")),
+        "link": _str(item.get("url")) or _str(item.get("external_url")),
+        "title": _str(item.get("title")),
+        "title_detail": {"type": "text/plain"},
+        "authors": [{"name": _str(a.get("name")), "href": _str(a.get("url"))} for a in authors if isinstance(a, dict)],
+        "tags": [{"term": _str(t)} for t in item.get("tags") or [] if _str(t)],
+        "published_parsed": parse_date_text(item["date_published"]) if _str(item.get("date_published")) else None,
+        "updated_parsed": parse_date_text(item["date_modified"]) if _str(item.get("date_modified")) else None,
+        "enclosures": [
+            {"href": _str(a.get("url")), "type": _str(a.get("mime_type")), "length": _str(a.get("size_in_bytes"))}
+            for a in item.get("attachments") or [] if isinstance(a, dict) and a.get("url")
+        ],
+        "language": _str(item.get("language")),
+    }
+    content = []
+    if _str(item.get("content_html")):
+        content.append({"type": "text/html", "value": item["content_html"]})
+    elif _str(item.get("content_text")):
+        content.append({"type": "text/plain", "value": item["content_text"]})
+    entry["content"] = content
+    if _str(item.get("summary")):
+        entry["summary_detail"] = {"type": "text/plain", "value": item["summary"]}
+    image = _str(item.get("image")) or _str(item.get("banner_image"))
+    if image:
+        entry["media_thumbnail"] = [{"url": image}]
+    return entry
+
+
+# --- normalising ---------------------------------------------------------------
+
+
+def _normalise(raw: dict[str, Any], url: str, now: datetime, known: Mapping[str, str]) -> ParsedFeed:
+    feed = raw["feed"]
+    entries = raw["entries"]
+    result = ParsedFeed(
+        title=to_text(feed.get("title"), _is_html(feed.get("title_detail"))) or None,
+        site_url=absolute(feed.get("link"), url),
+        self_url=_self_link(feed),
+        language=_language(feed.get("language")),
+        updated_at=_date(feed.get("updated_parsed"), now),
+        ttl=_ttl(feed.get("ttl")),
+        warning=raw.get("warning"),
+        entry_count=len(entries),
+    )
+    keys = _entry_keys(entries, url)
+    seen: set[str] = set()
+    for entry, (key, rule) in zip(entries, keys):
+        if key in seen:
+            result.folded.append((key, FOLD_SAME_KEY))
+            continue
+        seen.add(key)
+        result.entries.append(_normalise_entry(entry, key, rule, url, result.language, now, known))
+    return result
+
+
+def _is_html(detail: Mapping[str, Any] | None) -> bool:
+    return not detail or detail.get("type", "text/html") != "text/plain"
+
+
+def _self_link(feed: Mapping[str, Any]) -> str | None:
+    for link in feed.get("links") or []:
+        if link.get("rel") == "self" and link.get("href"):
+            return link["href"]
+    return None
+
+
+def _language(value: Any) -> str | None:
+    text = to_text(_str(value), False)[:35]
+    return text if text and re.fullmatch(r"[A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8})*", text) else None
+
+
+def _ttl(value: Any) -> float | None:
+    try:
+        minutes = float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return minutes * 60 if 0 < minutes < 60 * 24 * 365 else None
+
+
+def _date(value: time.struct_time | None, now: datetime) -> datetime | None:
+    """A parsed date as UTC, or None when absent, implausibly early or more
+    than a day in the future (the store then falls back, DESIGN §3)."""
+    if not value:
+        return None
+    try:
+        dt = datetime.fromtimestamp(calendar.timegm(value), timezone.utc)
+    except (OverflowError, ValueError, OSError, TypeError):
+        return None
+    if dt < EARLIEST_PLAUSIBLE or dt > now + FUTURE_TOLERANCE:
+        return None
+    return dt
+
+
+def _entry_keys(entries: list[Mapping[str, Any]], base: str) -> list[tuple[str, str]]:
+    """Identity of each entry within the feed: guid, else link, else a hash
+    of title + date. A guid that this same document uses for entries with
+    different links is not an identity: those entries fall back to their link."""
+    links_by_guid: dict[str, set[str | None]] = {}
+    for entry in entries:
+        guid = _guid(entry)
+        if guid:
+            links_by_guid.setdefault(guid, set()).add(_link(entry, base))
+    keys = []
+    for entry in entries:
+        guid = _guid(entry)
+        link = _link(entry, base)
+        if guid and len(links_by_guid[guid]) == 1:
+            keys.append((_bounded(guid), "guid"))
+        elif link:
+            keys.append((_bounded(link), "link:untrusted-guid" if guid else "link"))
+        else:
+            keys.append((_fallback_key(entry), "hash"))
+    untrusted = {g for g, links in links_by_guid.items() if len(links) > 1}
+    if untrusted:
+        log.info("%s: %d guid(s) repeated for different links in one document; using links for those entries", base, len(untrusted))
+    return keys
+
+
+def _guid(entry: Mapping[str, Any]) -> str | None:
+    value = entry.get("id")
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _link(entry: Mapping[str, Any], base: str) -> str | None:
+    return clean_url(absolute(entry.get("link"), base))
+
+
+def _bounded(key: str) -> str:
+    return key if len(key) <= MAX_KEY_LENGTH else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _fallback_key(entry: Mapping[str, Any]) -> str:
+    # Title + the date as written; never the content, whose tokens may rotate.
+    parts = [entry.get("title") or "", entry.get("published") or entry.get("updated") or ""]
+    if not any(parts):
+        parts.append(_first_html(entry)[0] or "")
+    return "hash:" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def _first_html(entry: Mapping[str, Any]) -> tuple[str | None, Mapping[str, Any] | None]:
+    for item in entry.get("content") or []:
+        if item.get("value"):
+            return item["value"], item
+    detail = entry.get("summary_detail")
+    if detail and detail.get("value"):
+        return detail["value"], detail
+    return None, None
+
+
+def _content_hash(entry: Mapping[str, Any], link: str | None) -> str:
+    """What an update is: title, link, text, enclosures, authors, tags. Not the
+    dates, which some feeds rewrite on every request."""
+    h = hashlib.sha256(NORMALISER_VERSION.encode())
+    for part in (
+        entry.get("title") or "",
+        link or "",
+        (entry.get("summary_detail") or {}).get("value") or "",
+        "\x1e".join(c.get("value") or "" for c in entry.get("content") or []),
+        "\x1e".join(f"{e.get('href')}|{e.get('type')}|{e.get('length')}" for e in entry.get("enclosures") or []),
+        "\x1e".join(a.get("name") or "" for a in entry.get("authors") or [] if isinstance(a, Mapping)),
+        "\x1e".join(t.get("term") or "" for t in entry.get("tags") or [] if isinstance(t, Mapping)),
+    ):
+        h.update(part.encode("utf-8", "surrogatepass") + b"\x1f")
+    return h.hexdigest()[:32]
+
+
+def _normalise_entry(
+    entry: Mapping[str, Any], key: str, rule: str, base: str, feed_language: str | None,
+    now: datetime, known: Mapping[str, str],
+) -> ParsedEntry:
+    link = _link(entry, base)
+    content_hash = _content_hash(entry, link)
+    record = ParsedEntry(
+        entry_key=key,
+        key_rule=rule,
+        content_hash=content_hash,
+        guid=_guid(entry),
+        url=link,
+        canonical_url=canonical_url(link),
+    )
+    if known.get(key) == content_hash:
+        record.unchanged = True  # the store keeps what it has; skip the costly part
+        return record
+    record.title = to_text(entry.get("title"), _is_html(entry.get("title_detail")))
+    record.authors = _authors(entry)
+    record.summary, record.content = _texts(entry, base)
+    record.categories = _categories(entry)
+    record.enclosures = _enclosures(entry, base)
+    record.image = _image(entry, base)
+    record.language = _language(_entry_language(entry)) or feed_language
+    record.published_at = _date(entry.get("published_parsed") or entry.get("created_parsed"), now)
+    record.updated_at = _date(entry.get("updated_parsed"), now)
+    return record
+
+
+def _entry_language(entry: Mapping[str, Any]) -> str | None:
+    for detail in [*(entry.get("content") or []), entry.get("summary_detail"), entry.get("title_detail")]:
+        if detail and detail.get("language"):
+            return detail["language"]
+    return entry.get("language")
+
+
+def _as_html(detail: Mapping[str, Any]) -> str | None:
+    value = detail.get("value")
+    if not value:
+        return None
+    if detail.get("type") == "text/plain":
+        return "<p>" + html.escape(value).replace("\n\n", "</p><p>") + "</p>"
+    return value
+
+
+def _texts(entry: Mapping[str, Any], base: str) -> tuple[str | None, str | None]:
+    """(summary, content), both sanitised HTML with absolute URLs."""
+    content = None
+    candidates = entry.get("content") or []
+    # Prefer HTML over plain text when a feed gives both.
+    for item in sorted(candidates, key=lambda c: c.get("type") == "text/plain"):
+        content = sanitize_html(_as_html(item), item.get("base") or base)
+        if content:
+            break
+    summary = None
+    detail = entry.get("summary_detail")
+    if detail:
+        summary = sanitize_html(_as_html(detail), detail.get("base") or base)
+    if summary and content and summary == content:
+        summary = None
+    return summary, content
+
+
+def _authors(entry: Mapping[str, Any]) -> tuple[Author, ...]:
+    out: list[Author] = []
+    for item in entry.get("authors") or []:
+        if not isinstance(item, Mapping):
+            continue
+        name = to_text(item.get("name")) or None
+        email = to_text(item.get("email"), False) or None
+        if name and not email:
+            # "jane@example.com (Jane Doe)" is the RSS <author> form feedparser may leave whole.
+            match = re.fullmatch(r"\s*([^\s()<>@]+@[^\s()<>@]+)\s*\((.+)\)\s*", name)
+            if match:
+                email, name = match.group(1), match.group(2).strip()
+            elif re.fullmatch(r"[^\s@]+@[^\s@]+\.[^\s@]+", name):
+                email, name = name, None
+        url = absolute(item.get("href"), None)
+        author = Author(name=name, email=email, url=url)
+        if (name or email) and author not in out:
+            out.append(author)
+    return tuple(out)
+
+
+def _categories(entry: Mapping[str, Any]) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for tag in entry.get("tags") or []:
+        if not isinstance(tag, Mapping):
+            continue
+        text = to_text(tag.get("label") or tag.get("term"), True)[:200]
+        if text:
+            seen.setdefault(text, None)
+    return tuple(seen)
+
+
+def _length(value: Any) -> int | None:
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return number if number >= 0 else None
+
+
+def _enclosures(entry: Mapping[str, Any], base: str) -> tuple[Enclosure, ...]:
+    out: dict[str, Enclosure] = {}
+    for item in entry.get("enclosures") or []:
+        url = absolute(item.get("href") or item.get("url"), base)
+        if url and url not in out:
+            out[url] = Enclosure(url, _mime(item.get("type")), _length(item.get("length")))
+    # media:content audio and video are enclosures in all but name (podcasts, video feeds).
+    for item in entry.get("media_content") or []:
+        medium = (item.get("medium") or "").lower()
+        mime = _mime(item.get("type"))
+        if medium in ("audio", "video") or (mime and mime.split("/")[0] in ("audio", "video")):
+            url = absolute(item.get("url"), base)
+            if url and url not in out:
+                out[url] = Enclosure(url, mime, _length(item.get("filesize") or item.get("fileSize")))
+    return tuple(out.values())
+
+
+def _mime(value: Any) -> str | None:
+    text = _str(value)
+    return text.strip().lower() if text and re.fullmatch(r"\s*[\w.+-]+/[\w.+-]+\s*", text) else None
+
+
+def _image(entry: Mapping[str, Any], base: str) -> str | None:
+    for item in entry.get("media_thumbnail") or []:
+        url = absolute(item.get("url"), base)
+        if url:
+            return url
+    for item in entry.get("media_content") or []:
+        if (item.get("medium") or "").lower() == "image" or (_mime(item.get("type")) or "").startswith("image/"):
+            url = absolute(item.get("url"), base)
+            if url:
+                return url
+    for item in entry.get("enclosures") or []:
+        if (_mime(item.get("type")) or "").startswith("image/"):
+            url = absolute(item.get("href"), base)
+            if url:
+                return url
+    image = entry.get("image")
+    if isinstance(image, Mapping):
+        return absolute(image.get("href") or image.get("url"), base)
+    return None
+
+
+def iter_entry_ids(body: bytes, url: str) -> Iterable[str]:
+    """Every entry key the document yields, repeats included (for tests and
+    diagnostics: how many entries did the source really list)."""
+    raw = _parse_json_feed(body) if _looks_like_json(body, "") else _parse_xml(body, url, {})
+    return [key for key, _ in _entry_keys(raw["entries"], url)]
+

@@ -1,0 +1,46 @@
+"""Terminal output for the CLI (rich): the poll progress bar and tables."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Callable, Iterator, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from aggregator.model import FeedState, PollReport
+
+console = Console(stderr=True)
+
+
+@contextmanager
+def feed_progress(total: int) -> Iterator[Callable[[PollReport], None]]:
+    columns = (TextColumn("[bold]polling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[last]}"))
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("poll", total=total, last="")
+
+        def advance(report: PollReport) -> None:
+            mark = "failed" if report.outcome.is_error else f"+{report.counts.new}"
+            progress.update(task, advance=1, last=f"{mark} {report.url[:60]}")
+
+        yield advance
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+def feeds_table(feeds: Sequence[FeedState]) -> None:
+    table = Table(show_lines=False, expand=True)
+    for name in ("title", "url", "tags", "status", "last fetch", "articles", "next poll", "last error"):
+        table.add_column(name, overflow="fold")
+    for feed in feeds:
+        status = feed.status.value if feed.status.value != "active" else (
+            f"{feed.last_status or ''} {feed.last_outcome or 'never polled'}".strip())
+        table.add_row(feed.display_title, feed.url, ", ".join(feed.tags), status, _when(feed.last_fetch_at),
+                      str(feed.article_count), _when(feed.next_poll_at) if feed.status.value == "active" else "-",
+                      feed.last_error or "")
+    Console(width=max(160, Console().width)).print(table)
