@@ -233,13 +233,25 @@ def id_authority(base_url: str) -> str:
     return host
 
 
-def _format_errors(where: str, error: ValidationError) -> str:
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys valid next to the unknown one at loc (for the error hint)."""
+    for part in loc[:-1]:
+        field_info = model.model_fields.get(str(part))
+        annotation = field_info.annotation if field_info else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _format_errors(where: str, error: ValidationError, model: type[BaseModel]) -> str:
     lines = []
     for item in error.errors():
         loc = ".".join(str(p) for p in item["loc"])
         msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            msg = "unknown setting (check the spelling; see config.yaml for the settings that exist)"
+            known = _known_keys(model, tuple(item["loc"]))
+            msg = "unknown setting" + (f" (expected one of: {', '.join(known)})" if known else "")
         lines.append(f"{where}: {loc}: {msg}" if loc else f"{where}: {msg}")
     return "\n".join(lines)
 
@@ -276,7 +288,7 @@ def load_config(path: str | Path | None = None) -> Config:
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(str(config_path), exc)) from None
+        raise ConfigError(_format_errors(str(config_path), exc, Settings)) from None
     return Config(settings, config_path.resolve(), config_path.resolve().parent)
 
 
@@ -350,7 +362,7 @@ def load_yaml_feeds(path: Path) -> Subscriptions:
     try:
         header = _FeedsFile.model_validate(data)
     except ValidationError as exc:
-        result.errors.append(_format_errors(str(path), exc))
+        result.errors.append(_format_errors(str(path), exc, _FeedsFile))
         return result
     for index, raw in enumerate(header.feeds):
         if isinstance(raw, str):
@@ -364,7 +376,7 @@ def load_yaml_feeds(path: Path) -> Subscriptions:
         try:
             entry = _FeedEntry.model_validate(raw)
         except ValidationError as exc:
-            result.errors.append(_format_errors(label, exc))
+            result.errors.append(_format_errors(label, exc, _FeedEntry))
             continue
         result.feeds.append(
             Subscription(
@@ -387,8 +399,9 @@ def load_opml_feeds(path: Path) -> Subscriptions:
         result.errors.append(f"{path}: cannot read: {exc.strerror or exc}")
         return result
     parsed = listparser.parse(raw)
-    if parsed.get("bozo") and not parsed.get("feeds"):
-        result.errors.append(f"{path}: not a valid OPML file ({parsed.get('bozo_exception')})")
+    if not parsed.get("version") or (parsed.get("bozo") and not parsed.get("feeds")):
+        problem = parsed.get("bozo_exception") or "no <opml> document found"
+        result.errors.append(f"{path}: not a valid OPML file ({problem})")
         return result
     for index, item in enumerate(parsed.feeds):
         label = f"{path}: outline #{index + 1}"

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
 import feedparser
+import feedparser.mixin
 from feedparser.datetimes import _parse_date as parse_date_text
 
 from aggregator.model import Author, Enclosure, ParsedEntry, ParsedFeed
@@ -30,6 +31,14 @@ from aggregator.sanitize import sanitize_html, to_text
 from aggregator.urls import absolute, canonical_url, clean_url
 
 log = logging.getLogger(__name__)
+
+# feedparser resolves an RSS <guid> without isPermaLink="false" against the
+# document URL, turning opaque ids such as "12345" into invented URLs that
+# change whenever the feed moves. Identity must not depend on where we
+# fetched from, so ids are taken exactly as written.
+feedparser.mixin._FeedParserMixin.can_be_relative_uri = (
+    feedparser.mixin._FeedParserMixin.can_be_relative_uri - {"id"}
+)
 
 # Bump when normalisation changes, so stored entries are re-normalised once.
 NORMALISER_VERSION = "1"
@@ -39,6 +48,38 @@ EARLIEST_PLAUSIBLE = datetime(1971, 1, 1, tzinfo=timezone.utc)  # epoch 0 is a p
 
 # Fold rules: why an entry of a document did not become an article of its own.
 FOLD_SAME_KEY = "same-key-in-document"
+
+
+_RFC822_NO_ZONE = re.compile(
+    r"^\s*(?:[A-Za-z]{3},?\s+)?(\d{1,2})\s+([A-Za-z]{3})[a-z]*\s+(\d{4})\s+(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$"
+)
+_SLASHED = re.compile(r"^\s*(\d{4})/(\d{1,2})/(\d{1,2})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?\s*$")
+_MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+
+
+def _date_without_zone(text: str) -> time.struct_time | None:
+    """Two forms feedparser 6 gets wrong: RFC 822 without a zone ("Sat, 13
+    Jun 2026 10:00:00", None) and "2020/1/10 14:33:00" (misread as 1 Nov).
+    Both are taken as UTC, as DESIGN §3 says for dates without a zone."""
+    match = _RFC822_NO_ZONE.match(text)
+    if match:
+        day, month, year, hour, minute, second = match.groups()
+        month_number = _MONTHS.get(month[:3].lower())
+        if month_number is None:
+            return None
+        parts = (int(year), month_number, int(day), int(hour), int(minute), int(second or 0))
+    else:
+        match = _SLASHED.match(text)
+        if not match:
+            return None
+        parts = tuple(int(g or 0) for g in match.groups())  # type: ignore[assignment]
+    try:
+        return datetime(*parts, tzinfo=timezone.utc).utctimetuple()
+    except ValueError:
+        return None
+
+
+feedparser.registerDateHandler(_date_without_zone)
 
 
 class ParseError(Exception):
@@ -178,7 +219,7 @@ def _normalise(raw: dict[str, Any], url: str, now: datetime, known: Mapping[str,
         site_url=absolute(feed.get("link"), url),
         self_url=_self_link(feed),
         language=_language(feed.get("language")),
-        updated_at=_date(feed.get("updated_parsed"), now),
+        updated_at=_date(dict.get(feed, "updated_parsed"), now),
         ttl=_ttl(feed.get("ttl")),
         warning=raw.get("warning"),
         entry_count=len(entries),
@@ -272,7 +313,7 @@ def _bounded(key: str) -> str:
 
 def _fallback_key(entry: Mapping[str, Any]) -> str:
     # Title + the date as written; never the content, whose tokens may rotate.
-    parts = [entry.get("title") or "", entry.get("published") or entry.get("updated") or ""]
+    parts = [entry.get("title") or "", dict.get(entry, "published") or dict.get(entry, "updated") or ""]
     if not any(parts):
         parts.append(_first_html(entry)[0] or "")
     return "hash:" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
@@ -325,13 +366,27 @@ def _normalise_entry(
     record.title = to_text(entry.get("title"), _is_html(entry.get("title_detail")))
     record.authors = _authors(entry)
     record.summary, record.content = _texts(entry, base)
+    if not record.title:
+        record.title = _fallback_title(record.summary or record.content, link)
     record.categories = _categories(entry)
     record.enclosures = _enclosures(entry, base)
     record.image = _image(entry, base)
     record.language = _language(_entry_language(entry)) or feed_language
-    record.published_at = _date(entry.get("published_parsed") or entry.get("created_parsed"), now)
-    record.updated_at = _date(entry.get("updated_parsed"), now)
+    # dict.get, not entry.get: feedparser's own get() quietly answers
+    # updated_parsed with published_parsed (and the reverse) when one is missing.
+    record.published_at = _date(dict.get(entry, "published_parsed") or dict.get(entry, "created_parsed"), now)
+    record.updated_at = _date(dict.get(entry, "updated_parsed"), now)
     return record
+
+
+def _fallback_title(html_text: str | None, link: str | None, words: int = 12) -> str:
+    """Untitled entries (microblog posts, broken items) still need a title in
+    every output: the start of their text, else their link."""
+    text = to_text(html_text)
+    if text:
+        parts = text.split()
+        return " ".join(parts[:words]) + (" …" if len(parts) > words else "")
+    return link or "(untitled)"
 
 
 def _entry_language(entry: Mapping[str, Any]) -> str | None:

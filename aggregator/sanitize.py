@@ -64,6 +64,7 @@ def sanitize_html(fragment: str | None, base: str | None) -> str | None:
 
 _TEXT_CLEANER = nh3.Cleaner(tags=set(), clean_content_tags=_CLEAN_CONTENT_TAGS, attributes={})
 _WS = re.compile(r"\s+")
+_BLOCK_END = re.compile(r"<(?:br|hr|/p|/div|/li|/h[1-6]|/tr|/td|/blockquote)\b[^>]*>", re.I)
 
 
 def to_text(value: str | None, is_html: bool = True) -> str:
@@ -72,7 +73,7 @@ def to_text(value: str | None, is_html: bool = True) -> str:
     if not value:
         return ""
     if is_html and ("<" in value or "&" in value):
-        value = html.unescape(_TEXT_CLEANER.clean(value))
+        value = html.unescape(_TEXT_CLEANER.clean(_BLOCK_END.sub(" ", value)))
     return strip_control(_WS.sub(" ", value)).strip()
 
 

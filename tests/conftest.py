@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from aggregator.config import Config, load_config, load_subscriptions
+from aggregator.ingest import InlineParser, Poller
+from aggregator.model import FeedState, FeedStatus, PollReport, utcnow
+from aggregator.store import Store
+from tests.fixture_server import FeedServer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _find_corpus() -> Path:
+    candidates = [os.environ.get("AGGREGATOR_CORPUS", ""), REPO.parent / "shared/corpus/realworld",
+                  Path("/work/shared/corpus/realworld")]
+    for candidate in candidates:
+        if candidate and Path(candidate, "MANIFEST.tsv").exists():
+            return Path(candidate)
+    raise RuntimeError("the shared feed corpus was not found: set AGGREGATOR_CORPUS to .../shared/corpus/realworld")
+
+
+CORPUS = _find_corpus()
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    srv = FeedServer()
+    yield srv
+    srv.close()
+
+
+class Workspace:
+    """A config.yaml + feeds/ + database in a temporary directory."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        (root / "feeds").mkdir(exist_ok=True)
+        self.settings: dict[str, Any] = {"database": "test.db", "logging": {"level": "debug"}}
+        self._store: Store | None = None
+        self.write_config()
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    def write_config(self, **sections: Any) -> Path:
+        for key, value in sections.items():
+            if isinstance(value, dict) and isinstance(self.settings.get(key), dict):
+                self.settings[key].update(value)
+            else:
+                self.settings[key] = value
+        self.config_path.write_text(yaml.safe_dump(self.settings))
+        return self.config_path
+
+    def feeds(self, entries: list[Any], name: str = "test.yaml", **header: Any) -> Path:
+        path = self.root / "feeds" / name
+        path.write_text(yaml.safe_dump({**header, "feeds": entries}))
+        return path
+
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.config().database_path)
+        return self._store
+
+    def sync(self) -> None:
+        subs = load_subscriptions(self.config().feeds_dir)
+        assert not subs.errors, subs.errors
+        self.store.sync_subscriptions(subs.feeds, utcnow())
+
+    def poller(self, **kwargs: Any) -> Poller:
+        return Poller(self.store, self.config(), parser=kwargs.pop("parser", InlineParser()), **kwargs)
+
+    def poll_all(self, **kwargs: Any) -> list[PollReport]:
+        """Sync feeds/ and poll every active feed once (in-process)."""
+        self.sync()
+        poller = self.poller(**kwargs)
+        try:
+            return [poller.poll(feed) for feed in self.store.feeds(FeedStatus.ACTIVE)]
+        finally:
+            poller.close()
+
+    def poll_url(self, url: str, **kwargs: Any) -> PollReport:
+        self.sync()
+        feed = self.feed(url)
+        poller = self.poller(**kwargs)
+        try:
+            return poller.poll(feed)
+        finally:
+            poller.close()
+
+    def feed(self, url: str) -> FeedState:
+        from aggregator.config import feed_id_for
+
+        feed = self.store.feed(feed_id_for(url))
+        assert feed is not None, url
+        return feed
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Iterator[Workspace]:
+    workspace = Workspace(tmp_path)
+    yield workspace
+    workspace.close()
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120, check: bool = False,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m aggregator ARGS` as a real subprocess."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "aggregator", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"aggregator {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
