@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import time
+import xml.sax
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
@@ -142,6 +143,8 @@ def _parse_xml(body: bytes, url: str, headers: dict[str, str]) -> dict[str, Any]
 
 
 def _describe(exc: object) -> str:
+    if isinstance(exc, xml.sax.SAXParseException):
+        return f"XML error at line {exc.getLineNumber()}, column {exc.getColumnNumber()}: {exc.getMessage()}"
     text = str(exc) if exc else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

@@ -33,14 +33,27 @@ def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
 
 
+FEED_COLUMNS = ("title", "url", "tags", "status", "last fetch", "articles", "next poll", "last error")
+
+
+def _feed_row(feed: FeedState) -> tuple[str, ...]:
+    active = feed.status.value == "active"
+    status = f"{feed.last_status or ''} {feed.last_outcome or 'never polled'}".strip() if active else feed.status.value
+    return (feed.display_title, feed.url, ", ".join(feed.tags), status, _when(feed.last_fetch_at),
+            str(feed.article_count), _when(feed.next_poll_at) if active else "-", feed.last_error or "")
+
+
 def feeds_table(feeds: Sequence[FeedState]) -> None:
+    """A table on a terminal; tab-separated lines (one per feed) in a pipe."""
+    out = Console()
+    if not out.is_terminal:
+        print("\t".join(FEED_COLUMNS))
+        for feed in feeds:
+            print("\t".join(cell.replace("\t", " ").replace("\n", " ") for cell in _feed_row(feed)))
+        return
     table = Table(show_lines=False, expand=True)
-    for name in ("title", "url", "tags", "status", "last fetch", "articles", "next poll", "last error"):
+    for name in FEED_COLUMNS:
         table.add_column(name, overflow="fold")
     for feed in feeds:
-        status = feed.status.value if feed.status.value != "active" else (
-            f"{feed.last_status or ''} {feed.last_outcome or 'never polled'}".strip())
-        table.add_row(feed.display_title, feed.url, ", ".join(feed.tags), status, _when(feed.last_fetch_at),
-                      str(feed.article_count), _when(feed.next_poll_at) if feed.status.value == "active" else "-",
-                      feed.last_error or "")
-    Console(width=max(160, Console().width)).print(table)
+        table.add_row(*_feed_row(feed))
+    out.print(table)

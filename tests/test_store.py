@@ -1,0 +1,129 @@
+"""The SQLite store: WAL, schema version and migrations, indexes for the
+hot queries, full-text search kept in step, bad database files."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from aggregator import store as store_module
+from aggregator.model import utcnow
+from aggregator.store import Store, StoreError
+from tests.conftest import Workspace
+from tests.feedgen import rss, story
+from tests.fixture_server import FeedServer
+
+
+def test_wal_busy_timeout_and_schema_version(tmp_path: Path) -> None:
+    store = Store(tmp_path / "a.db")
+    conn = sqlite3.connect(tmp_path / "a.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.schema_version() == len(store_module.migrations.applied(store.db)) >= 1
+    assert store._wconn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+    store.close()
+
+
+def test_migration_runs_after_a_backup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "a.db"
+    Store(path).close()
+
+    @store_module.migrations(name="m999_test_extra_column")
+    def m999(db) -> None:  # type: ignore[no-untyped-def]
+        db["feeds"].add_column("test_extra", str)
+
+    try:
+        store = Store(path)
+        columns = {c.name for c in store.db["feeds"].columns}
+        assert "test_extra" in columns
+        backups = list(tmp_path.glob("a.db.before-m999_test_extra_column.bak"))
+        assert len(backups) == 1
+        old = sqlite3.connect(backups[0])
+        assert "test_extra" not in {r[1] for r in old.execute("PRAGMA table_info(feeds)")}
+        assert store.schema_version() == len(store_module.migrations.applied(store.db))
+        store.close()
+    finally:
+        store_module.migrations._migrations.pop()
+
+
+def test_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    path.write_bytes(b"this is a text file, not SQLite\n" * 10)
+    with pytest.raises(StoreError, match="not an SQLite database"):
+        Store(path)
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="directory does not exist"):
+        Store(tmp_path / "nope" / "a.db")
+
+
+def test_hot_queries_use_indexes(ws: Workspace) -> None:
+    store = ws.store
+    plans = {
+        "due feeds": store.explain("SELECT * FROM feeds WHERE status = 'active' AND next_poll_at <= ? ORDER BY next_poll_at LIMIT 10", ("x",)),
+        "entry key": store.explain("SELECT * FROM entry_keys WHERE feed_id = ? AND entry_key IN (?, ?)", ("a", "b", "c")),
+        "canonical in feed": store.explain("SELECT * FROM articles INDEXED BY articles_feed_canonical WHERE feed_id = ? AND canonical_url IN (?)", ("a", "b")),
+        "canonical across feeds": store.explain("SELECT * FROM articles WHERE canonical_url IN (?) AND duplicate_of IS NULL", ("a",)),
+        "latest": store.explain("SELECT seq, feed_id FROM articles INDEXED BY articles_latest WHERE duplicate_of IS NULL ORDER BY sort_at DESC, seq DESC"),
+    }
+    assert "feeds_due" in " ".join(plans["due feeds"])
+    assert "PRIMARY KEY" in " ".join(plans["entry key"])
+    assert "articles_feed_canonical" in " ".join(plans["canonical in feed"])
+    assert "articles_canonical" in " ".join(plans["canonical across feeds"])
+    latest = " ".join(plans["latest"])
+    assert "articles_latest" in latest and "TEMP B-TREE" not in latest  # no sort step
+    for name, plan in plans.items():
+        assert not any(line.startswith("SCAN articles") and "INDEX" not in line for line in plan), (name, plan)
+
+
+def test_full_text_search_follows_inserts_updates_and_deletes(ws: Workspace, server: FeedServer) -> None:
+    url = server.add("/feed", rss([story(1, title="Peace talks in Erbil"), story(2, title="Weather")]))
+    ws.feeds([url])
+    ws.poll_url(url)
+    assert [a.title for a in ws.store.search("erbil")] == ["Peace talks in Erbil"]
+    server.update("/feed", body=rss([story(1, title="Peace talks in Sulaymaniyah"), story(2, title="Weather")]))
+    ws.poll_url(url)
+    assert ws.store.search("erbil") == []
+    assert [a.title for a in ws.store.search("sulaymaniyah")] == ["Peace talks in Sulaymaniyah"]
+    ws.store.delete_older_than(utcnow() + timedelta(days=1), batch=1, now=utcnow())
+    assert ws.store.search("sulaymaniyah") == [] and ws.store.search("weather") == []
+
+
+def test_retention_leaves_tombstones(ws: Workspace, server: FeedServer) -> None:
+    url = server.add("/feed", rss([story(i) for i in range(5)]))
+    ws.feeds([url])
+    ws.poll_url(url)
+    result = ws.store.delete_older_than(utcnow() + timedelta(days=1), batch=2, now=utcnow())
+    assert result.deleted == 5 and result.batches == 3
+    server.update("/feed", body=rss([story(i) for i in range(5)] + [story(9)]))  # the old entries are still listed
+    report = ws.poll_url(url)
+    assert report.counts.new == 1 and report.counts.folded == {"deleted-by-retention": 5}
+
+
+def test_two_writers_wait_for_each_other(ws: Workspace) -> None:
+    other = Store(ws.config().database_path)
+    errors: list[Exception] = []
+
+    def hammer(store: Store, prefix: str) -> None:
+        try:
+            for i in range(50):
+                store.set_meta({f"{prefix}{i}": str(i)})
+        except Exception as exc:  # pragma: no cover - the assertion below shows it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(s, p)) for s, p in ((ws.store, "a"), (other, "b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    other.close()
+    assert not errors
+    assert ws.store.get_meta("a49") == "49" and ws.store.get_meta("b49") == "49"
+
+
+def test_integrity_check(ws: Workspace) -> None:
+    assert ws.store.integrity_check() == "ok"
