@@ -329,5 +329,42 @@ def article_json(article: Article, feed: FeedState) -> dict[str, Any]:
     }
 
 
+# --- publish / serve ---------------------------------------------------------------------------
+
+
+@main.command()
+@config_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Directory to write to (default: output.dir from config).")
+def publish(config_path: Path | None, out_dir: Path | None) -> None:
+    """Write the outputs as static files (only files whose bytes changed, atomically)."""
+    from aggregator.publish import Publisher, write_static
+
+    config = _load(config_path)
+    setup_logging(config.settings.logging.level, config.settings.logging.format)
+    target = out_dir or config.output_dir
+    with _opened(config) as store:
+        _subscriptions(config, store)
+        snapshot = Publisher(store, config).build()
+    try:
+        written = write_static(snapshot, target)
+    except OSError as exc:
+        _fail(f"{target}: cannot write the outputs: {exc.strerror or exc}", 1)
+    click.echo(f"Published {len(snapshot.documents)} documents to {target}: {len(written)} changed"
+               + (f" ({', '.join(written[:8])}{', ...' if len(written) > 8 else ''})" if written else ""))
+
+
+@main.command()
+@config_option
+def serve(config_path: Path | None) -> None:
+    """Serve the outputs over HTTP (host, port and base_url from config)."""
+    from aggregator.service import serve_only
+
+    config = _load(config_path)
+    setup_logging(config.settings.logging.level, config.settings.logging.format)
+    with _opened(config) as store:
+        serve_only(config, store)
+
+
 if __name__ == "__main__":
     main()

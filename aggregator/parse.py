@@ -433,6 +433,13 @@ def _authors(entry: Mapping[str, Any]) -> tuple[Author, ...]:
             continue
         name = to_text(item.get("name")) or None
         email = to_text(item.get("email"), False) or None
+        if name and email:
+            # feedparser's e-mail pattern allows top-level domains of at most
+            # four letters, so "desk@a.example (Rudaw Desk)" comes back as
+            # email "desk@a.exam", name "ple (Rudaw Desk". Put it together again.
+            split = re.fullmatch(r"([A-Za-z0-9-]+)\s*\((.+?)\)?\s*", name)
+            if split and re.fullmatch(r"[^\s@]+@[^\s@]+\.[A-Za-z]{5,}", email + split.group(1)):
+                email, name = email + split.group(1), split.group(2).strip()
         if name and not email:
             # "jane@example.com (Jane Doe)" is the RSS <author> form feedparser may leave whole.
             match = re.fullmatch(r"\s*([^\s()<>@]+@[^\s()<>@]+)\s*\((.+)\)\s*", name)

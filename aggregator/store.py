@@ -124,7 +124,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         CREATE INDEX entry_keys_article ON entry_keys (article_seq);
 
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
-        INSERT INTO meta (key, value) VALUES ('content_version', '0');
+        INSERT INTO meta (key, value) VALUES ('content_version', '0'), ('status_version', '0');
         """
     )
     db["articles"].enable_fts(["title", "summary", "content"], fts_version="FTS5", create_triggers=True)
@@ -266,8 +266,13 @@ class Store:
         conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'content_version'")
 
     def content_version(self) -> int:
-        """Changes whenever anything the outputs show changes."""
+        """Changes whenever anything the story outputs show changes."""
         row = self._read("SELECT value FROM meta WHERE key = 'content_version'")
+        return int(row[0][0]) if row else 0
+
+    def status_version(self) -> int:
+        """Changes whenever a feed's state changes (the sources page)."""
+        row = self._read("SELECT value FROM meta WHERE key = 'status_version'")
         return int(row[0][0]) if row else 0
 
     def get_meta(self, key: str) -> str | None:
@@ -288,12 +293,15 @@ class Store:
 
     def sync_subscriptions(self, subs: Sequence[Subscription], now: datetime) -> SyncResult:
         """Make the feeds table follow feeds/: add new feeds (due now), update
-        titles/tags/intervals, mark feeds no longer listed as unsubscribed."""
+        titles/tags/intervals, mark feeds no longer listed as unsubscribed.
+        Writes only what differs, so an unchanged feeds/ changes nothing."""
         added: list[str] = []
         reactivated: list[str] = []
+        changed = False
         wanted = {s.feed_id: s for s in subs}
         with self._writing() as conn:
-            rows = {r[0]: r for r in conn.execute("SELECT id, status, configured_url FROM feeds")}
+            rows = {r[0]: r for r in conn.execute(
+                "SELECT id, status, configured_url, configured_title, tags, interval FROM feeds")}
             for sub in subs:
                 row = rows.get(sub.feed_id)
                 tags = _dumps(list(sub.tags))
@@ -310,15 +318,21 @@ class Store:
                 if status == FeedStatus.UNSUBSCRIBED.value or (url_changed and status == FeedStatus.GONE.value):
                     status = FeedStatus.ACTIVE.value
                     reactivated.append(sub.url)
-                fields: dict[str, Any] = {"configured_title": sub.title, "tags": tags, "interval": sub.interval, "status": status}
+                fields: dict[str, Any] = {}
+                if (row[3], row[4], row[5], row[1]) != (sub.title, tags, sub.interval, status):
+                    fields = {"configured_title": sub.title, "tags": tags, "interval": sub.interval, "status": status}
                 if url_changed:
                     # The person edited the URL (same feed id: http->https, www.): poll the new one now.
                     fields.update(url=sub.url, configured_url=sub.url, redirect_url=None, redirect_seen=0,
                                   next_poll_at=now, etag=None, last_modified=None, body_hash=None)
-                self._update_feed(conn, sub.feed_id, fields)
+                if fields:
+                    changed = True
+                    self._update_feed(conn, sub.feed_id, fields)
             removed = [fid for fid, row in rows.items() if fid not in wanted and row[1] != FeedStatus.UNSUBSCRIBED.value]
             conn.executemany("UPDATE feeds SET status = 'unsubscribed' WHERE id = ?", [(fid,) for fid in removed])
-            self._bump_content_version(conn)
+            if added or removed or changed:
+                self._bump_content_version(conn)
+                conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'status_version'")
         return SyncResult(added=added, removed=removed, reactivated=reactivated)
 
     def feed(self, feed_id: str) -> FeedState | None:
@@ -381,6 +395,7 @@ class Store:
                 raise ValueError(f"unknown feed column {key!r}")
         assignments = ", ".join(f"{k} = ?" for k in values)
         conn.execute(f"UPDATE feeds SET {assignments} WHERE id = ?", (*values.values(), feed_id))
+        conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'status_version'")
 
     # --- ingest ------------------------------------------------------------------
 

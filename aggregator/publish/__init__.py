@@ -1,0 +1,186 @@
+"""Publishing: the store's stories rendered into every output (DESIGN §7).
+
+``Publisher.build`` renders a ``Snapshot``: every document's bytes with its
+content type, strong ETag and Last-Modified, keyed by URL path. Nothing in a
+document depends on the clock or on ordering SQLite does not guarantee, so
+an unchanged database renders byte-identical documents. The web layer
+serves a snapshot from memory; ``write_static`` mirrors it to a directory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from aggregator.config import Config
+from aggregator.model import FeedState, FeedStatus, Story, Subscription
+from aggregator.publish.atom import render_atom
+from aggregator.publish.common import FeedMeta, newest_update
+from aggregator.publish.html import render_index, render_sources
+from aggregator.publish.jsonfeed import render_json
+from aggregator.publish.opml import render_opml
+from aggregator.publish.rss import render_rss
+from aggregator.store import Store
+
+log = logging.getLogger(__name__)
+
+ATOM = "application/atom+xml; charset=utf-8"
+RSS = "application/rss+xml; charset=utf-8"
+JSON = "application/feed+json; charset=utf-8"
+HTML = "text/html; charset=utf-8"
+OPML = "text/x-opml; charset=utf-8"
+
+FORMATS: dict[str, tuple[str, Callable[[list[Story], FeedMeta], bytes]]] = {
+    ".atom": (ATOM, render_atom),
+    ".rss": (RSS, render_rss),
+    ".json": (JSON, render_json),
+}
+
+
+class Document:
+    """One rendered output. The gzip form is made once, on first request."""
+
+    __slots__ = ("path", "body", "content_type", "etag", "last_modified", "_gzipped", "_lock")
+
+    def __init__(self, path: str, body: bytes, content_type: str, last_modified: datetime | None):
+        self.path = path
+        self.body = body
+        self.content_type = content_type
+        # Strong, from the bytes; the same for the gzip form, which is a
+        # transfer of the same representation (DESIGN §7).
+        self.etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        self.last_modified = last_modified
+        self._gzipped: bytes | None = None
+        self._lock = threading.Lock()
+
+    def gzipped(self) -> bytes:
+        if self._gzipped is None:
+            with self._lock:
+                if self._gzipped is None:
+                    self._gzipped = gzip.compress(self.body, compresslevel=6, mtime=0)
+        return self._gzipped
+
+
+@dataclass
+class Snapshot:
+    documents: dict[str, Document] = field(default_factory=dict)
+    content_version: int = -1
+    status_version: int = -1
+
+    def get(self, path: str) -> Document | None:
+        return self.documents.get(path)
+
+
+# URL path (no leading slash) -> static file, for paths that are not file names.
+STATIC_NAMES = {"": "index.html", "feeds": "feeds/index.html", "opml": "subscriptions.opml"}
+
+
+class Publisher:
+    def __init__(self, store: Store, config: Config):
+        self.store = store
+        self.config = config
+        output = config.settings.output
+        self.base_url = config.settings.http.public_base_url
+        self.entries = output.entries
+        self.per_source = output.per_source
+        self.latest_meta = FeedMeta(title=output.title, subtitle=output.subtitle, id=config.feed_id_uri,
+                                    base_url=self.base_url, path="latest")
+
+    def tag_meta(self, tag: str) -> FeedMeta:
+        latest = self.latest_meta
+        return FeedMeta(title=f"{latest.title}: {tag}", subtitle=f"{latest.subtitle} Tag: {tag}.",
+                        id=f"{latest.id}/tags/{tag}", base_url=self.base_url, path=f"tags/{tag}")
+
+    def build(self, previous: Snapshot | None = None) -> Snapshot:
+        """Render everything whose inputs changed since ``previous``."""
+        content_version = self.store.content_version()
+        status_version = self.store.status_version()
+        documents: dict[str, Document] = {}
+        reuse = previous is not None and previous.content_version == content_version
+        if reuse and previous is not None:
+            documents.update({p: d for p, d in previous.documents.items() if p not in ("feeds", "opml")})
+        else:
+            documents.update(self._render_stories())
+        if previous is not None and previous.status_version == status_version and reuse:
+            for path in ("feeds", "opml"):
+                documents[path] = previous.documents[path]
+        else:
+            documents.update(self._render_sources())
+        return Snapshot(documents, content_version, status_version)
+
+    def _render_stories(self) -> dict[str, Document]:
+        documents: dict[str, Document] = {}
+        tags = self.store.tags()
+        latest = self.store.latest(self.entries, self.per_source)
+        documents.update(self._feed_documents(latest, self.latest_meta))
+        updated = newest_update(latest) if latest else None
+        documents[""] = Document("", render_index(latest, self.latest_meta, tags), HTML, updated)
+        for tag in tags:
+            stories = self.store.latest(self.entries, self.per_source, tag=tag)
+            documents.update(self._feed_documents(stories, self.tag_meta(tag)))
+        return documents
+
+    def _feed_documents(self, stories: list[Story], meta: FeedMeta) -> dict[str, Document]:
+        updated = newest_update(stories) if stories else None
+        out = {}
+        for suffix, (content_type, render) in FORMATS.items():
+            path = meta.path + suffix
+            out[path] = Document(path, render(stories, meta), content_type, updated)
+        return out
+
+    def _render_sources(self) -> dict[str, Document]:
+        feeds = [f for f in self.store.feeds(with_counts=True) if f.status is not FeedStatus.UNSUBSCRIBED]
+        subs = [_subscription(f) for f in feeds]
+        opml = render_opml(subs, f"{self.latest_meta.title}: subscriptions",
+                           {f.id: f.title for f in feeds if f.title}, {f.id: f.site_url for f in feeds if f.site_url})
+        return {
+            "feeds": Document("feeds", render_sources(feeds, self.latest_meta), HTML, None),
+            "opml": Document("opml", opml, OPML, None),
+        }
+
+
+def _subscription(feed: FeedState) -> Subscription:
+    return Subscription(feed_id=feed.id, url=feed.url, title=feed.configured_title, tags=feed.tags)
+
+
+def static_path(url_path: str) -> str:
+    return STATIC_NAMES.get(url_path, url_path)
+
+
+def write_static(snapshot: Snapshot, out_dir: Path) -> list[str]:
+    """Mirror the snapshot to out_dir: each file written atomically (temp file,
+    fsync, rename) and only when its bytes changed; tag files of tags that no
+    longer exist are removed. Returns the files written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    wanted = set()
+    for url_path, document in sorted(snapshot.documents.items()):
+        relative = static_path(url_path)
+        target = out_dir / relative
+        wanted.add(target)
+        try:
+            if target.read_bytes() == document.body:
+                continue
+        except OSError:
+            pass
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(document.body)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+        written.append(relative)
+    tags_dir = out_dir / "tags"
+    if tags_dir.is_dir():
+        for stale in tags_dir.iterdir():
+            if stale.is_file() and stale not in wanted and stale.suffix in FORMATS:
+                stale.unlink()
+    return written
