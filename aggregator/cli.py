@@ -366,5 +366,68 @@ def serve(config_path: Path | None) -> None:
         serve_only(config, store)
 
 
+# --- the service ---------------------------------------------------------------------------------
+
+
+@main.command()
+@config_option
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Override logging.format from config.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Override logging.level.")
+def run(config_path: Path | None, log_format: str | None, log_level: str | None) -> None:
+    """Run the service: poll on schedule, publish, serve (foreground; logs to stderr)."""
+    from aggregator.service import AlreadyRunning, run_service
+
+    config = _load(config_path)
+    setup_logging(log_level or config.settings.logging.level, log_format or config.settings.logging.format)
+    try:
+        code = run_service(config)
+    except AlreadyRunning as exc:
+        _fail(str(exc), 1)
+        return
+    except StoreError as exc:
+        _fail(str(exc))
+        return
+    except OSError as exc:
+        _fail(f"cannot start: {exc}", 1)
+        return
+    sys.exit(code)
+
+
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def status(config_path: Path | None, as_json: bool) -> None:
+    """Is the service up; feeds due and failing; last publish."""
+    from aggregator.service import InstanceLock
+
+    config = _load(config_path)
+    if not config.database_path.exists():
+        _fail(f"{config.database_path}: no database yet (run `aggregator poll` or `aggregator run` first)", 1)
+    pid = InstanceLock(config.database_path).holder()
+    with _opened(config) as store:
+        now = utcnow()
+        health = store.feed_health(now)
+        failing = [f for f in store.feeds(FeedStatus.ACTIVE) if f.error_count > 0]
+        meta = {k: store.get_meta(f"service_{k}") for k in ("heartbeat_at", "last_dispatch_at", "last_publish_at", "started_at")}
+        next_due = store.next_due_at()
+    info = {
+        "running": pid is not None, "pid": pid, **meta, "feeds": health, "next_poll_at": iso(next_due),
+        "failing": [{"title": f.display_title, "url": f.url, "error": f.last_error, "errors_in_a_row": f.error_count,
+                     "next_poll_at": iso(f.next_poll_at)} for f in failing],
+    }
+    if as_json:
+        click.echo(json.dumps(info, ensure_ascii=False, indent=1))
+        return
+    state = f"running (pid {pid})" if pid is not None else "not running"
+    click.echo(f"Service: {state}; started {meta['started_at'] or '-'}, last heartbeat {meta['heartbeat_at'] or '-'}")
+    click.echo(f"Last dispatch: {meta['last_dispatch_at'] or '-'}; last publish: {meta['last_publish_at'] or '-'}")
+    click.echo(f"Feeds: {health['active']} active, {health['due']} due now, {health['failing']} failing, "
+               f"{health['gone']} gone; next poll {iso(next_due) or '-'}")
+    for f in failing:
+        click.echo(f"  failing: {f.display_title} <{f.url}>: {f.last_error} ({f.error_count} in a row)")
+    if pid is None:
+        sys.exit(3)
+
+
 if __name__ == "__main__":
     main()

@@ -145,6 +145,14 @@ class _Watchdog:
                 self._thread.start()
         self._wake.set()
 
+    def abort_all(self) -> None:
+        """Cut every fetch in flight short (service shutdown)."""
+        with self._lock:
+            for _, _, ctx in self._heap:
+                ctx.expired = True
+                for sock in list(ctx.sockets):
+                    _shutdown(sock)
+
     def _run(self) -> None:
         while True:
             with self._lock:
@@ -306,6 +314,10 @@ class Fetcher:
 
     def close(self) -> None:
         self.session.close()
+
+    @staticmethod
+    def abort_all() -> None:
+        _watchdog.abort_all()
 
     def _slot(self, url: str) -> threading.BoundedSemaphore:
         host = (urlsplit(url).hostname or "").lower()

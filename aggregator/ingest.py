@@ -183,6 +183,23 @@ class Poller:
         self.rng = rng or random.Random()
         self._rng_lock = threading.Lock()
         self.clock = clock
+        self.aborted = threading.Event()  # shutdown gave up on fetches in flight
+
+    def abort_fetches(self) -> None:
+        """Stop waiting for servers: fetches in flight end now and write nothing,
+        so their feeds stay due and are polled again after a restart."""
+        self.aborted.set()
+        self.fetcher.abort_all()
+
+    def reconfigure(self, config: Config) -> None:
+        """Take new settings (SIGHUP): timing and fetch limits apply from the next poll."""
+        settings = config.settings
+        self.config = config
+        self.timing = Timing.from_settings(settings.polling)
+        self.authority = id_authority(settings.http.public_base_url)
+        limits = FetchLimits.from_settings(settings.polling)
+        if limits != self.fetcher.limits:
+            self.fetcher = Fetcher(limits)  # the old one's keep-alive connections just time out
 
     def close(self) -> None:
         self.fetcher.close()
@@ -194,6 +211,8 @@ class Poller:
         started = time.monotonic()
         fetch = self.fetcher.fetch(feed.url, feed.etag, feed.last_modified)
         now = self.clock()
+        if self.aborted.is_set():
+            return PollReport(feed.id, feed.url, fetch.outcome, error="abandoned at shutdown")
         report = PollReport(feed_id=feed.id, url=feed.url, outcome=fetch.outcome, status=fetch.status,
                             error=fetch.error, bytes_read=fetch.bytes_read, fetch_seconds=fetch.elapsed)
         parsed: ParsedFeed | None = None
@@ -210,11 +229,16 @@ class Poller:
                 except ParseError as exc:
                     report.outcome, report.error = Outcome.PARSE_ERROR, str(exc)
                     body_hash = None
+                except Exception:
+                    if self.aborted.is_set():  # the parse pool was stopped under us
+                        return PollReport(feed.id, feed.url, fetch.outcome, error="abandoned at shutdown")
+                    raise
                 report.parse_seconds = time.monotonic() - parse_started
         self._write(feed, fetch, parsed, body_hash, report, now)
         if self.metrics is not None:
             self.metrics.record(report)
-        self._log(feed, report, time.monotonic() - started)
+        name = feed.configured_title or (parsed.title if parsed is not None else None) or feed.display_title
+        self._log(name, feed, report, time.monotonic() - started)
         return report
 
     def _write(self, feed: FeedState, fetch: FetchResult, parsed: ParsedFeed | None, body_hash: str | None,
@@ -236,8 +260,7 @@ class Poller:
             tx.update_feed(fields, content_visible=visible or "url" in fields or report.outcome is Outcome.GONE)
         report.next_poll_at = fields["next_poll_at"]
 
-    def _log(self, feed: FeedState, report: PollReport, seconds: float) -> None:
-        name = feed.display_title
+    def _log(self, name: str, feed: FeedState, report: PollReport, seconds: float) -> None:
         if report.outcome.is_error:
             log.warning("feed %r <%s>: %s: %s (errors in a row: %d; next poll %s)", name, feed.url,
                         report.outcome.value, report.error, feed.error_count + 1, _when(report.next_poll_at))

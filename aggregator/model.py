@@ -13,14 +13,22 @@ from datetime import datetime, timezone
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return datetime.now(timezone.utc)
 
 
 def iso(dt: datetime | None) -> str | None:
-    """UTC ISO 8601 with a ``Z``; None stays None."""
+    """UTC ISO 8601 to the second, with a ``Z``; None stays None."""
     if dt is None:
         return None
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_ms(dt: datetime | None) -> str | None:
+    """UTC ISO 8601 to the millisecond: for schedule times, which are compared
+    as strings in SQL (so every value of a column must use the same form)."""
+    if dt is None:
+        return None
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def from_iso(text: str | None) -> datetime | None:

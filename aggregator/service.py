@@ -4,21 +4,29 @@ clean stop (DESIGN §9)."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import signal
 import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
 from types import FrameType
+from typing import IO
 
-from aggregator.config import Config
-from aggregator.publish import Publisher
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from aggregator.config import Config, ConfigError, Subscriptions, load_config, load_subscriptions
+from aggregator.ingest import ParsePool, Poller
+from aggregator.metrics import Metrics
+from aggregator.model import PollReport, utcnow
+from aggregator.publish import Publisher, Snapshot, write_static
+from aggregator.scheduler import Dispatcher
 from aggregator.store import Store
 from aggregator.web import App, SnapshotHolder, WebServer, json_body
 
 log = logging.getLogger(__name__)
-
-
-class _StopRequested(Exception):
-    pass
 
 
 def serve_only(config: Config, store: Store, refresh_every: float = 2.0) -> None:
@@ -59,3 +67,278 @@ def serve_only(config: Config, store: Store, refresh_every: float = 2.0) -> None
     server.stop()
     refresher.join(timeout=5)
     log.info("stopped")
+
+
+# --- the daemon -------------------------------------------------------------------------------
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+class InstanceLock:
+    """One `aggregator run` per database: an exclusive flock on <db>.lock
+    (released by the kernel if the process dies, even with kill -9)."""
+
+    def __init__(self, database: Path):
+        self.path = database.with_name(database.name + ".lock")
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "?"
+            handle.close()
+            raise AlreadyRunning(
+                f"another `aggregator run` (pid {pid}) is already using {self.path.with_suffix('')}; "
+                "stop it first, or point `database:` in config.yaml elsewhere"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def holder(self) -> int | None:
+        """The pid holding the lock, or None when nobody does."""
+        if not self.path.exists():
+            return None
+        with open(self.path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                text = handle.read().strip()
+                return int(text) if text.isdigit() else -1
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return None
+
+
+class PublishLoop:
+    """Republishes after polls, debounced: a burst of feeds finishing within
+    ``debounce`` seconds produces one publish. Runs in its own thread."""
+
+    def __init__(self, publisher: Publisher, holder: SnapshotHolder, out_dir: Path, debounce: float,
+                 metrics: Metrics | None):
+        self.publisher = publisher
+        self.holder = holder
+        self.out_dir = out_dir
+        self.debounce = debounce
+        self.metrics = metrics
+        self.last_publish: float | None = None
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="publish", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def request(self) -> None:
+        self._dirty.set()
+
+    def publish_now(self) -> None:
+        previous = self.holder.get()
+        snapshot = self.publisher.build(previous)
+        self.holder.set(snapshot)
+        self.last_publish = time.time()
+        if self.metrics is not None:
+            self.metrics.publishes.inc()
+            self.metrics.last_publish.set(self.last_publish)
+        try:
+            written = write_static(snapshot, self.out_dir)
+        except OSError as exc:
+            # Disk full, read-only... keep serving from memory; try again next time.
+            log.error("could not write the static outputs to %s: %s (still serving the current ones over HTTP)",
+                      self.out_dir, exc)
+            return
+        if snapshot.content_version != previous.content_version:
+            log.info("published: %d documents, %d files changed", len(snapshot.documents), len(written))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self._dirty.wait(timeout=0.5):
+                continue
+            if self._stop.wait(self.debounce):  # gather the rest of the burst
+                break
+            self._dirty.clear()
+            try:
+                self.publish_now()
+            except Exception:
+                log.exception("publishing failed; still serving the previous outputs")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        if self._dirty.is_set():
+            try:
+                self.publish_now()  # what was fetched before the stop is published too
+            except Exception:
+                log.exception("final publish failed")
+
+
+class Service:
+    """`aggregator run`: everything in one process."""
+
+    def __init__(self, config: Config, store: Store, subs: Subscriptions):
+        self.config = config
+        self.store = store
+        settings = config.settings
+        self.metrics = Metrics()
+        polling = settings.polling
+        self.poller = Poller(store, config, parser=ParsePool(polling.parse_workers, polling.parse_timeout,
+                                                             polling.parse_recycle), metrics=self.metrics)
+        self.publisher = Publisher(store, config)
+        self.holder = SnapshotHolder(Snapshot())
+        self.publish_loop = PublishLoop(self.publisher, self.holder, config.output_dir, settings.output.debounce,
+                                        self.metrics)
+        self.dispatcher = Dispatcher(store, self.poller, polling.workers, polling.per_host, polling.dispatch_every,
+                                     self._on_report, self.metrics)
+        app = App(self.holder, max_age=int(settings.output.max_age),
+                  extra={"healthz": self._healthz, "metrics": self._metrics_body})
+        self.web = WebServer(app, settings.http.host, settings.http.port, settings.http.threads)
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._subs_errors = subs.errors
+
+    # -- callbacks --
+
+    def _on_report(self, report: PollReport) -> None:
+        self.publish_loop.request()
+
+    def _healthz(self) -> tuple[int, str, bytes]:
+        now = time.time()
+        last = self.dispatcher.last_dispatch
+        stale_after = max(30.0, self.config.settings.polling.dispatch_every * 6)
+        alive = self.dispatcher.alive and last is not None and now - last < stale_after
+        body = {
+            "status": "ok" if alive else "unhealthy",
+            "scheduler_running": self.dispatcher.alive,
+            "last_dispatch_at": _stamp(last),
+            "last_poll_at": _stamp(self.dispatcher.last_poll),
+            "last_publish_at": _stamp(self.publish_loop.last_publish),
+            "started_at": _stamp(self.started),
+            "in_flight": self.dispatcher.in_flight(),
+            "feeds": self.dispatcher.health,
+        }
+        return (200 if alive else 503), "application/json", json_body(body)
+
+    def _metrics_body(self) -> tuple[int, str, bytes]:
+        return 200, CONTENT_TYPE_LATEST, self.metrics.exposition()
+
+    # -- life --
+
+    def run(self) -> int:
+        settings = self.config.settings
+        for error in self._subs_errors:
+            log.error("%s (this entry is skipped)", error)
+        self.store.set_meta({"service_pid": str(os.getpid()), "service_started_at": _stamp(self.started)})
+        self.publish_loop.publish_now()
+        self.publish_loop.start()
+        self.web.start()
+        self.dispatcher.start()
+        self._install_signals()
+        log.info("aggregator running (pid %d): %d active feeds, polling every %gs by default; serving on http://%s:%d/",
+                 os.getpid(), self.store.feed_health(utcnow())["active"], settings.polling.interval,
+                 settings.http.host, self.web.port)
+        heartbeat_every = 15.0
+        next_heartbeat = 0.0
+        while not self._stop.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                self._do_reload()
+            if time.monotonic() >= next_heartbeat:
+                self._heartbeat()
+                next_heartbeat = time.monotonic() + heartbeat_every
+            self._stop.wait(0.2)
+        return self._shutdown()
+
+    def _install_signals(self) -> None:
+        def stop(signum: int, frame: FrameType | None) -> None:
+            log.info("received %s: stopping (up to %gs for fetches in flight)", signal.Signals(signum).name,
+                     self.config.settings.polling.shutdown_timeout)
+            self._stop.set()
+
+        def reload(signum: int, frame: FrameType | None) -> None:
+            log.info("received SIGHUP: reloading %s and %s", self.config.path or "config.yaml", self.config.feeds_dir)
+            self._reload.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
+
+    def _heartbeat(self) -> None:
+        try:
+            self.store.set_meta({
+                "service_heartbeat_at": _stamp(time.time()),
+                "service_last_dispatch_at": _stamp(self.dispatcher.last_dispatch),
+                "service_last_publish_at": _stamp(self.publish_loop.last_publish),
+            })
+        except Exception as exc:
+            log.error("could not write the heartbeat: %s", exc)
+
+    def _do_reload(self) -> None:
+        try:
+            config = load_config(self.config.path) if self.config.path else self.config
+        except ConfigError as exc:
+            log.error("reload: the new configuration is invalid, keeping the old one:\n%s", exc)
+            return
+        if (config.settings.http, config.settings.database) != (self.config.settings.http, self.config.settings.database):
+            log.warning("reload: http and database settings take effect only after a restart")
+        subs = load_subscriptions(config.feeds_dir)
+        for error in subs.errors:
+            log.error("reload: %s (this entry is skipped)", error)
+        if not subs.feeds and subs.errors:
+            log.error("reload: no feed could be loaded from %s; keeping the current subscriptions", config.feeds_dir)
+            return
+        self.config = config
+        self.poller.reconfigure(config)
+        self.publisher = Publisher(self.store, config)
+        self.publish_loop.publisher = self.publisher
+        result = self.store.sync_subscriptions(subs.feeds, utcnow())
+        log.info("reload: %d feeds added, %d removed, %d resumed", len(result.added), len(result.removed),
+                 len(result.reactivated))
+        self.publish_loop.request()
+
+    def _shutdown(self) -> int:
+        timeout = self.config.settings.polling.shutdown_timeout
+        abandoned = self.dispatcher.stop(timeout)
+        if abandoned:
+            log.warning("abandoned %d fetch(es) still running after %gs; those feeds stay due", abandoned, timeout)
+        self.publish_loop.stop()
+        self.web.stop()
+        self.poller.close()
+        self._heartbeat()
+        log.info("stopped cleanly")
+        return 0
+
+
+def _stamp(moment: float | None) -> str | None:
+    if moment is None:
+        return None
+    return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_service(config: Config) -> int:
+    """`aggregator run`. Returns the exit code."""
+    lock = InstanceLock(config.database_path)
+    lock.acquire()
+    try:
+        store = Store(config.database_path)
+        try:
+            subs = load_subscriptions(config.feeds_dir)
+            store.sync_subscriptions(subs.feeds, utcnow())
+            return Service(config, store, subs).run()
+        finally:
+            store.close()
+    finally:
+        lock.release()

@@ -28,7 +28,7 @@ from sqlite_utils import Migrations
 from aggregator.dedupe import Existing, Plan, StoredRef
 from aggregator.model import (
     AlsoReported, Article, Author, Enclosure, FeedState, FeedStatus, ParsedEntry, Source, Story,
-    Subscription, from_iso, iso,
+    Subscription, from_iso, iso, iso_ms,
 )
 
 log = logging.getLogger(__name__)
@@ -309,7 +309,7 @@ class Store:
                     conn.execute(
                         "INSERT INTO feeds (id, url, configured_url, configured_title, tags, interval, next_poll_at, added_at, status)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active')",
-                        (sub.feed_id, sub.url, sub.url, sub.title, tags, sub.interval, iso(now), iso(now)),
+                        (sub.feed_id, sub.url, sub.url, sub.title, tags, sub.interval, iso_ms(now), iso(now)),
                     )
                     added.append(sub.url)
                     continue
@@ -364,7 +364,7 @@ class Store:
         rows = self._read(
             "SELECT f.* FROM feeds f WHERE f.status = 'active' AND f.next_poll_at <= ?"
             " ORDER BY f.next_poll_at LIMIT ?",
-            (iso(now), limit + len(exclude)),
+            (iso_ms(now), limit + len(exclude)),
         )
         skip = set(exclude)
         return [_feed_from_row(r) for r in rows if r["id"] not in skip][:limit]
@@ -377,7 +377,7 @@ class Store:
         row = self._read(
             "SELECT SUM(status = 'active' AND next_poll_at <= ?), SUM(status = 'active' AND error_count > 0),"
             " SUM(status = 'active'), SUM(status = 'gone') FROM feeds",
-            (iso(now),),
+            (iso_ms(now),),
         )[0]
         return {"due": row[0] or 0, "failing": row[1] or 0, "active": row[2] or 0, "gone": row[3] or 0}
 
@@ -389,7 +389,8 @@ class Store:
     def _update_feed(conn: sqlite3.Connection, feed_id: str, fields: dict[str, Any]) -> None:
         if not fields:
             return
-        values = {k: (iso(v) if isinstance(v, datetime) else v.value if isinstance(v, FeedStatus) else v) for k, v in fields.items()}
+        values = {k: (_stamp(k, v) if isinstance(v, datetime) else v.value if isinstance(v, FeedStatus) else v)
+                  for k, v in fields.items()}
         for key in values:
             if key not in _FEED_COLUMNS:
                 raise ValueError(f"unknown feed column {key!r}")
@@ -638,6 +639,13 @@ _FEED_COLUMNS = {
 }
 _FEED_SELECT = "SELECT f.* FROM feeds f"
 _REF_COLUMNS = "a.seq, a.id, a.feed_id, a.content_hash, a.updated_at, a.modified_at, a.rewrites, a.duplicate_of"
+
+
+_SCHEDULE_COLUMNS = {"next_poll_at", "retry_after"}
+
+
+def _stamp(column: str, moment: datetime) -> str | None:
+    return iso_ms(moment) if column in _SCHEDULE_COLUMNS else iso(moment)
 
 
 def _ref(r: Sequence[Any]) -> StoredRef:

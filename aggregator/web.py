@@ -159,7 +159,7 @@ class WebServer:
             max_request_header_size=16 * 1024, max_request_body_size=1024, channel_timeout=30,
             connection_limit=200, expose_tracebacks=False, clear_untrusted_proxy_headers=True,
         )
-        self.port = self.server.effective_port  # type: ignore[union-attr]
+        self.port = int(self.server.effective_port)  # type: ignore[union-attr]
         self.host = host
         self._thread: threading.Thread | None = None
 

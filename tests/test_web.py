@@ -13,15 +13,9 @@ from typing import Iterator
 
 import pytest
 
-from tests.conftest import Workspace, run_cli
+from tests.conftest import Workspace, free_port, run_cli
 from tests.feedgen import rss, story
 from tests.fixture_server import FeedServer
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Served:

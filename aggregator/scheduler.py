@@ -1,0 +1,146 @@
+"""Which feed is polled when (DESIGN §5): APScheduler 3 runs a dispatcher
+job every few seconds; it reads the due feeds from the database
+(``next_poll_at <= now``) and hands them to a bounded pool of fetch workers,
+never more than ``per_host`` at once to one host. ``next_poll_at`` lives in
+the database, so a restart resumes the schedule instead of polling
+everything at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timezone
+from typing import Callable
+from urllib.parse import urlsplit
+
+from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerThreads
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from aggregator.ingest import Poller
+from aggregator.metrics import Metrics
+from aggregator.model import FeedState, PollReport, utcnow
+from aggregator.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
+class Dispatcher:
+    def __init__(self, store: Store, poller: Poller, workers: int, per_host: int, every: float,
+                 on_report: Callable[[PollReport], None], metrics: Metrics | None = None):
+        self.store = store
+        self.poller = poller
+        self.workers = workers
+        self.per_host = per_host
+        self.every = every
+        self.on_report = on_report
+        self.metrics = metrics
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, str] = {}  # feed id -> host
+        self._futures: set[Future[PollReport]] = set()
+        self.last_dispatch: float | None = None  # time.time()
+        self.last_poll: float | None = None
+        self.health: dict[str, int] = {}
+        self.scheduler = BackgroundScheduler(
+            timezone=timezone.utc,
+            # One thread: the dispatcher is quick, and two at once would race
+            # for the same due feeds.
+            executors={"default": SchedulerThreads(1)},
+            job_defaults={
+                "coalesce": True,  # after a stall, run once, not once per missed tick
+                "max_instances": 1,  # never two dispatchers at once
+                # A tick that starts late is still worth running, but not one
+                # from long ago (e.g. after the machine slept): the next comes soon.
+                "misfire_grace_time": max(1, int(every * 2)),
+            },
+        )
+        self.scheduler.add_job(self.dispatch, "interval", seconds=every, id="dispatch", next_run_time=None)
+
+    def start(self) -> None:
+        self.scheduler.start()
+        # First tick right away rather than one interval from now.
+        self.scheduler.modify_job("dispatch", next_run_time=utcnow())
+
+    @property
+    def alive(self) -> bool:
+        return bool(self.scheduler.running)
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._in_flight)
+
+    def dispatch(self) -> None:
+        """Hand due feeds to free workers. Runs in the scheduler's thread."""
+        now = utcnow()
+        try:
+            with self._lock:
+                free = self.workers - len(self._in_flight)
+                busy_ids = list(self._in_flight)
+                per_host = Counter(self._in_flight.values())
+            if free > 0:
+                for feed in self.store.due_feeds(now, limit=free * 4, exclude=busy_ids):
+                    if free <= 0:
+                        break
+                    host = _host(feed.url)
+                    if per_host[host] >= self.per_host:
+                        continue  # stays due; a later tick takes it
+                    per_host[host] += 1
+                    free -= 1
+                    self._submit(feed, host)
+            self.health = self.store.feed_health(now)
+            if self.metrics is not None:
+                self.metrics.feeds_due.set(self.health["due"])
+                self.metrics.feeds_failing.set(self.health["failing"])
+                self.metrics.feeds_active.set(self.health["active"])
+                self.metrics.last_dispatch.set(time.time())
+            self.last_dispatch = time.time()
+        except Exception:
+            log.exception("dispatcher: could not read due feeds; will retry")
+
+    def _submit(self, feed: FeedState, host: str) -> None:
+        with self._lock:
+            self._in_flight[feed.id] = host
+        future = self.pool.submit(self._poll, feed)
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
+
+    def _poll(self, feed: FeedState) -> PollReport | None:
+        try:
+            report = self.poller.poll(feed)
+        except Exception:
+            log.exception("feed %r <%s>: poll failed", feed.display_title, feed.url)
+            return None
+        finally:
+            with self._lock:
+                self._in_flight.pop(feed.id, None)
+        if self.poller.aborted.is_set():
+            return None
+        self.last_poll = time.time()
+        self.on_report(report)
+        return report
+
+    def stop(self, timeout: float) -> int:
+        """Stop dispatching, give fetches in flight ``timeout`` seconds, then
+        abandon them (their feeds stay due and are polled after restart).
+        Returns the number abandoned."""
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        deadline = time.monotonic() + timeout
+        while self.in_flight() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        abandoned = self.in_flight()
+        if abandoned:
+            self.poller.abort_fetches()
+            end = time.monotonic() + 2
+            while self.in_flight() and time.monotonic() < end:
+                time.sleep(0.05)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        return abandoned

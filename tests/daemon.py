@@ -1,0 +1,96 @@
+"""Running `aggregator run` as a real subprocess in tests."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from tests.conftest import Workspace, free_port
+
+FAST_POLLING = {
+    "interval": "3s", "min_interval": "2s", "max_interval": "40s", "jitter": 0, "adaptive": False,
+    "dispatch_every": "0.25s", "timeout": "5s", "deadline": "8s", "shutdown_timeout": "5s", "parse_workers": 1,
+}
+
+
+class Daemon:
+    def __init__(self, ws: Workspace, **polling: object):
+        self.ws = ws
+        self.port = free_port()
+        ws.write_config(http={"port": self.port, "base_url": f"http://127.0.0.1:{self.port}/"},
+                        polling={**FAST_POLLING, **polling}, output={"debounce": "0.3s", "dir": "public"})
+        self.log_path = ws.root / f"daemon-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> "Daemon":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "aggregator", "run", "--config", str(self.ws.config_path)],
+                                     stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        log.close()
+        if wait:
+            self.wait_until(lambda: self.get("/healthz")[0] == 200, 30, "the daemon to become healthy")
+        return self
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            conn.request("GET", path, headers=headers or {})
+            response = conn.getresponse()
+            body = response.read()
+            conn.close()
+            return response.status, body
+        except OSError:
+            return 0, b""
+
+    def wait_until(self, condition: Callable[[], bool], seconds: float, what: str) -> float:
+        """Wait for condition; returns how long it took."""
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"the daemon exited ({self.proc.returncode}) while waiting for {what}:\n{self.log[-3000:]}")
+            if condition():
+                return time.monotonic() - started
+            time.sleep(0.1)
+        raise AssertionError(f"timed out after {seconds}s waiting for {what}\n{self.log[-3000:]}")
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"the daemon did not stop within {timeout}s\n{self.log[-3000:]}")
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in zip(times, times[1:])]
+
+
+def write_feeds(path: Path, urls: list[str]) -> None:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"feeds": [{"url": u} for u in urls]}))
