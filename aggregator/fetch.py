@@ -115,6 +115,7 @@ class _FetchContext:
     policy: AddressPolicy
     origin_private: bool | None = None  # set by the first connection of this fetch
     hop: int = 0
+    refusal: str = "refused redirect from a public address to a private one ({peer})"
     expired: bool = False
     sockets: list[socket.socket] = field(default_factory=list)
 
@@ -197,7 +198,7 @@ def _guard(sock: socket.socket | None) -> None:
     elif private and ctx.origin_private is False:
         raise FetchFailed(
             Outcome.REDIRECT,
-            f"refused redirect from a public address to a private one ({peer})",
+            ctx.refusal.format(peer=peer),
         )
 
 
@@ -337,6 +338,7 @@ class Fetcher:
         ctx = _FetchContext(deadline=started + self.limits.deadline, policy=self.policy, origin_private=origin_private)
         if origin_private is not None:
             ctx.hop = 1  # treat the first request as a hop away from that origin
+            ctx.refusal = "refused a link on a public page that points to a private address ({peer})"
         _context.value = ctx
         _watchdog.watch(ctx)
         result = FetchResult(url=url, outcome=Outcome.OK)

@@ -3,6 +3,8 @@ round trips through the whole pipeline."""
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import gzip
 import time
 from datetime import datetime, timezone
@@ -250,3 +252,51 @@ def test_failure_is_recorded_and_others_continue(ws: Workspace, server: FeedServ
     server.update("/bad", status=200, body=rss([story(2)]).encode())
     ws.poll_all()
     assert ws.feed(bad).error_count == 0 and ws.feed(bad).last_error is None
+
+
+# --- public -> private redirects -----------------------------------------------------------
+# 127.0.0.2 plays a public host: the test declares only 127.0.0.1 private
+# (polling.private_networks), so a redirect from .2 to .1 is public -> private.
+
+
+@pytest.fixture
+def public_server() -> Iterator[FeedServer]:
+    srv = FeedServer(host="127.0.0.2")
+    yield srv
+    srv.close()
+
+
+def test_redirect_from_public_to_private_is_refused(server: FeedServer, public_server: FeedServer) -> None:
+    internal = server.add("/internal", rss([story(1)]))
+    public_server.add("/feed", status=301, headers={"Location": internal}, content_type=None)
+    f = fetcher(private_networks=("127.0.0.1/32",))
+    result = f.fetch(public_server.url("/feed"))
+    assert result.outcome is Outcome.REDIRECT
+    assert result.error == "refused redirect from a public address to a private one (127.0.0.1)"
+    assert server.requests_for("/internal") == []  # not even one request reached it
+    # private -> public is fine, and so is private -> private (a feed on your own LAN)
+    public_server.add("/ok", rss([story(2)]))
+    server.add("/out", status=302, headers={"Location": public_server.url("/ok")}, content_type=None)
+    assert f.fetch(server.url("/out")).outcome is Outcome.OK
+    assert f.fetch(internal).outcome is Outcome.OK
+
+
+def test_keep_alive_connection_to_a_private_host_is_not_reused_for_a_public_redirect(
+        server: FeedServer, public_server: FeedServer) -> None:
+    internal = server.add("/internal", rss([story(1)]))
+    f = fetcher(private_networks=("127.0.0.1/32",))
+    assert f.fetch(internal).outcome is Outcome.OK  # opens a pooled connection to 127.0.0.1
+    public_server.add("/feed", status=307, headers={"Location": internal}, content_type=None)
+    assert f.fetch(public_server.url("/feed")).outcome is Outcome.REDIRECT
+    assert len(server.requests_for("/internal")) == 1
+
+
+def test_autodiscovery_applies_the_private_address_rule(server: FeedServer, public_server: FeedServer) -> None:
+    from aggregator.discover import DiscoveryError, discover
+
+    internal = server.add("/feed.xml", rss([story(1)]))
+    public_server.add("/", f'<html><head><link rel="alternate" type="application/rss+xml" href="{internal}"></head></html>',
+                      content_type="text/html")
+    with pytest.raises(DiscoveryError, match=r"refused a link on a public page that points to a private address \(127.0.0.1\)"):
+        discover(fetcher(private_networks=("127.0.0.1/32",)), public_server.url("/"))
+    assert server.requests_for("/feed.xml") == []
