@@ -75,6 +75,7 @@ from bench.feedfarm import FarmProcess, FarmSpec, iter_sizes  # noqa: E402
 
 PHASES = ("cold", "warm", "changed")
 PR_SET_CHILD_SUBREAPER = 36
+PSS_EVERY = 5  # sample PSS every this many RSS samples
 ORPHAN_TIMEOUT = 20.0  # seconds a tool's descendants may outlive it before they count as leaked
 
 
@@ -88,6 +89,7 @@ class Measured:
     cpu_sampled: float = 0.0  # the same from psutil samples (a lower bound): a cross-check
     rss_sum_peak: int = 0  # bytes
     rss_single_peak: int = 0  # bytes
+    pss_sum_peak: int = 0  # bytes, sampled less often (reading smaps is costly)
     maxrss_kernel: int = 0  # bytes: ru_maxrss, largest single process as the kernel saw it
     max_processes: int = 0
     exit_code: int = 0
@@ -101,10 +103,13 @@ class TreeSampler:
     (the farm). Descendants rather than the tool's own subtree, because the
     tool's orphans are reparented to us (we are a subreaper) and still count."""
 
-    def __init__(self, exclude: set[int], interval: float):
+    def __init__(self, exclude: set[int], interval: float, pss_every: int = PSS_EVERY):
         self.exclude = exclude
         self.interval = interval
+        self.pss_every = pss_every
+        self._samples = 0
         self.rss_sum_peak = 0
+        self.pss_sum_peak = 0
         self.rss_single_peak = 0
         self.max_processes = 0
         self._cpu: dict[tuple[int, float], float] = {}
@@ -133,7 +138,12 @@ class TreeSampler:
             procs = self._me.children(recursive=True)
         except psutil.Error:
             return
-        total = count = 0
+        # RSS counts pages shared by forked workers once per process; PSS
+        # splits them fairly, but reading smaps costs ~0.4 ms a process, so
+        # it is sampled only every pss_every-th time.
+        with_pss = self._samples % self.pss_every == 0
+        self._samples += 1
+        total = count = pss_total = 0
         for proc in procs:
             if proc.pid in self.exclude:
                 continue
@@ -142,15 +152,18 @@ class TreeSampler:
                     rss = proc.memory_info().rss
                     times = proc.cpu_times()
                     key = (proc.pid, proc.create_time())
+                    pss = proc.memory_full_info().pss if with_pss and rss else 0
             except psutil.Error:  # exited between listing and reading
                 continue
             if rss == 0:  # a zombie
                 continue
             total += rss
+            pss_total += pss
             count += 1
             self.rss_single_peak = max(self.rss_single_peak, rss)
             self._cpu[key] = times.user + times.system
         self.rss_sum_peak = max(self.rss_sum_peak, total)
+        self.pss_sum_peak = max(self.pss_sum_peak, pss_total)
         self.max_processes = max(self.max_processes, count)
 
 
@@ -185,6 +198,7 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str], exclude: set[in
     result.cpu_sampled = sampler.cpu
     result.rss_sum_peak = sampler.rss_sum_peak
     result.rss_single_peak = sampler.rss_single_peak
+    result.pss_sum_peak = sampler.pss_sum_peak
     result.max_processes = sampler.max_processes
     return result
 
@@ -356,6 +370,7 @@ class Sample:
     cpu_sampled: float
     rss_sum_peak: int
     rss_single_peak: int
+    pss_sum_peak: int
     maxrss_kernel: int
     max_processes: int
     exit_code: int
@@ -414,6 +429,7 @@ def bench_size(feeds: int, entries: int, tools: list[Tool], args: argparse.Names
                         size=size, feeds=feeds, entries=entries, tool=tool.name, run=run, phase=phase,
                         wall=measured.wall, cpu=measured.cpu, cpu_sampled=measured.cpu_sampled,
                         rss_sum_peak=measured.rss_sum_peak, rss_single_peak=measured.rss_single_peak,
+                        pss_sum_peak=measured.pss_sum_peak,
                         maxrss_kernel=measured.maxrss_kernel, max_processes=measured.max_processes,
                         exit_code=measured.exit_code, summary=summary,
                         farm={k: stats[k] for k in ("requests", "connections", "conditional", "gzip", "body_bytes", "status")},
@@ -432,7 +448,7 @@ def bench_size(feeds: int, entries: int, tools: list[Tool], args: argparse.Names
 # --- reporting --------------------------------------------------------------------------------
 
 
-METRICS = ("wall", "cpu", "rss_sum_peak", "rss_single_peak", "max_processes")
+METRICS = ("wall", "cpu", "rss_sum_peak", "pss_sum_peak", "rss_single_peak", "max_processes")
 
 
 def medians(samples: list[Sample]) -> dict[tuple[str, str, str], dict[str, float]]:
@@ -503,7 +519,8 @@ def render_markdown(samples: list[Sample], farms: dict[str, dict[str, Any]], too
         f"- Each figure is the median of {args.runs} runs; a run is cold → warm → changed on a fresh database and a "
         "reset farm; the tools' runs alternate. Wall = start to exit of the tool's process. CPU = user+sys of the "
         "whole process tree (parse workers included). RSS sum = peak of the summed RSS of all processes of the tree "
-        f"(sampled every {args.interval * 1000:g} ms); max proc = peak RSS of the largest process; procs = most "
+        f"(sampled every {args.interval * 1000:g} ms); PSS sum = the same with shared pages split between the "
+        f"processes that share them (sampled every {args.interval * PSS_EVERY * 1000:g} ms); max proc = peak RSS of the largest process; procs = most "
         "processes at once. ×base / ×reader = this figure divided by the baseline's / reader's (below 1 is better).",
         "",
     ]
@@ -516,7 +533,7 @@ def render_markdown(samples: list[Sample], farms: dict[str, dict[str, Any]], too
         header = ["phase", "tool", "wall s (min–max)"] + [f"×{r}" for r in ref_names]
         header += ["CPU s"] + [f"×{r}" for r in ref_names]
         header += ["RSS sum MB"] + [f"×{r}" for r in ref_names]
-        header += ["max proc MB", "procs"]
+        header += ["PSS sum MB", "max proc MB", "procs"]
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|")
         for phase in PHASES:
@@ -530,7 +547,8 @@ def render_markdown(samples: list[Sample], farms: dict[str, dict[str, Any]], too
                 cells += [f"{row['cpu']:.2f}"] + [_ratio(row["cpu"], ref["cpu"] if ref else None) for ref in refs]
                 cells += [f"{row['rss_sum_peak'] / 2**20:.0f}"]
                 cells += [_ratio(row["rss_sum_peak"], ref["rss_sum_peak"] if ref else None) for ref in refs]
-                cells += [f"{row['rss_single_peak'] / 2**20:.0f}", f"{row['max_processes']:.0f}"]
+                cells += [f"{row['pss_sum_peak'] / 2**20:.0f}", f"{row['rss_single_peak'] / 2**20:.0f}",
+                          f"{row['max_processes']:.0f}"]
                 out.append("| " + " | ".join(cells) + " |")
         out.append("")
     problems = [f"- {s.tool} {s.size} {s.phase} run {s.run}: {p}" for s in samples for p in s.problems]

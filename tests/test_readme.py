@@ -1,0 +1,32 @@
+"""The README's set-up commands are the ones CI runs."""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import REPO
+
+
+def test_readme_starts_with_the_two_commands_and_ci_runs_the_second() -> None:
+    lines = (REPO / "README.md").read_text().splitlines()
+    block = lines[lines.index("```sh") + 1: lines.index("```")]
+    assert lines.index("```sh") <= 3 and len(block) == 2
+    service, tests = block
+    assert "pip install ." in service and service.endswith("aggregator run")
+    assert "pip install '.[test]'" in tests and "pytest" in tests
+    ci = (REPO / ".ci" / "run").read_text()
+    assert tests in ci.splitlines()
+
+
+def test_readme_documents_every_command() -> None:
+    from click.testing import CliRunner
+
+    from aggregator.cli import main
+
+    text = (REPO / "README.md").read_text()
+    for name, command in main.commands.items():
+        subcommands = getattr(command, "commands", None)
+        for full in ([f"{name} {sub}" for sub in subcommands] if subcommands else [name]):
+            assert f"aggregator {full}" in text, full
+    assert CliRunner().invoke(main, ["--help"]).exit_code == 0
+    assert re.search(r"`articles --json`", text)
