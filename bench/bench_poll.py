@@ -521,7 +521,7 @@ def render_markdown(samples: list[Sample], farms: dict[str, dict[str, Any]], too
         "whole process tree (parse workers included). RSS sum = peak of the summed RSS of all processes of the tree "
         f"(sampled every {args.interval * 1000:g} ms); PSS sum = the same with shared pages split between the "
         f"processes that share them (sampled every {args.interval * PSS_EVERY * 1000:g} ms); max proc = peak RSS of the largest process; procs = most "
-        "processes at once. ×base / ×reader = this figure divided by the baseline's / reader's (below 1 is better).",
+        "processes at once. ×baseline / ×reader = this figure divided by the baseline's / reader's (below 1 is better).",
         "",
     ]
     ref_names = ["baseline"] + ([peer] if peer else [])

@@ -1,0 +1,198 @@
+"""Crash safety, tested: SIGKILL at random moments during ingest, SIGTERM
+mid-poll, and two processes writing at once."""
+
+from __future__ import annotations
+
+import random
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import feedparser
+import psutil
+
+from aggregator.config import feed_id_for
+from tests.conftest import Workspace, run_cli
+from tests.daemon import Daemon
+from tests.feedgen import rss, story
+from tests.fixture_server import FeedServer, Handler
+
+
+class GrowingFarm:
+    """Feeds that gain an entry now and then while the daemon runs. Records
+    every entry it ever served, per feed."""
+
+    def __init__(self, server: FeedServer, feeds: int, entries: int, delay: float = 0.0):
+        self.server = server
+        self.lock = threading.Lock()
+        self.counts = {f: entries for f in range(feeds)}
+        self.served: dict[int, set[str]] = {f: set() for f in range(feeds)}
+        self.delay = delay
+        self.growing = True
+        for f in range(feeds):
+            server.add(f"/feed{f}", handler=self._handler(f))
+
+    def url(self, f: int) -> str:
+        return self.server.url(f"/feed{f}")
+
+    def guid(self, f: int, n: int) -> str:
+        return f"http://farm{f}.example/story/{n}"
+
+    def _handler(self, f: int):  # type: ignore[no-untyped-def]
+        def handle(h: Handler) -> None:
+            with self.lock:
+                if self.growing and random.random() < 0.3:
+                    self.counts[f] += 1
+                count = self.counts[f]
+            items = [story(n, site=f"http://farm{f}.example") for n in range(count - 1, -1, -1)][:60]
+            body = rss(items, title=f"Farm {f}").encode()
+            if self.delay:
+                time.sleep(self.delay)
+            h.send_response(200)
+            h.send_header("Content-Type", "application/rss+xml")
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            try:
+                h.wfile.write(body)
+            except OSError:
+                return  # the daemon was killed mid-transfer
+            with self.lock:
+                self.served[f].update(self.guid(f, n) for n in range(max(0, count - 60), count))
+        return handle
+
+
+def db_rows(path: Path) -> list[tuple[str, str, str, str | None, str | None]]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT feed_id, guid, id, duplicate_of, canonical_url FROM articles").fetchall()
+    finally:
+        conn.close()
+
+
+def integrity(path: Path) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def no_orphans(pid: int) -> None:
+    """A killed daemon must not leave parser processes behind."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = [p for p in psutil.process_iter(["ppid", "cmdline"])
+                if p.info["cmdline"] and any("aggregator" in part or "forkserver" in part for part in p.info["cmdline"])
+                and p.info["ppid"] in (pid, 1) and p.pid != pid and "pytest" not in " ".join(p.info["cmdline"])]
+        if not left:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"processes left behind by the killed daemon: {[p.info['cmdline'] for p in left]}")
+
+
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(ws: Workspace, server: FeedServer) -> None:
+    farm = GrowingFarm(server, feeds=24, entries=40)
+    ws.feeds([farm.url(f) for f in range(24)])
+    rng = random.Random(20261129)
+    db = ws.root / "test.db"
+    ids_seen: dict[tuple[str, str], str] = {}
+    kills = 0
+    started = time.monotonic()
+    while kills < 22 and time.monotonic() - started < 150:
+        daemon = Daemon(ws, interval="1s", min_interval="1s", dispatch_every="0.2s", parse_workers=2, workers=6)
+        daemon.start(wait=False)
+        time.sleep(rng.uniform(0.4, 2.5))
+        assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log[-2000:]
+        pid = daemon.proc.pid
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.proc.wait()
+        kills += 1
+        no_orphans(pid)
+        if db.exists():
+            assert integrity(db) == "ok"
+            for feed_id, guid, output_id, _, _ in db_rows(db):
+                key = (feed_id, guid)
+                assert ids_seen.setdefault(key, output_id) == output_id, f"output id changed for {key}"
+    assert kills >= 20
+    # One last clean run: stop the growth, let every feed be polled, stop.
+    farm.growing = False
+    final = Daemon(ws, interval="1s", min_interval="1s", dispatch_every="0.2s")
+    final.start()
+    mark = time.monotonic()
+    final.wait_until(lambda: all(any(r.at > mark + 1.5 for r in server.requests_for(f"/feed{f}")) for f in range(24)),
+                     30, "every feed polled after the growth stopped")
+    final.wait_until(lambda: final.get("/healthz")[0] == 200, 5, "healthy")
+    time.sleep(1.0)
+    latest = final.get("/latest.atom")[1]
+    assert final.stop() == 0
+    assert integrity(db) == "ok"
+    rows = db_rows(db)
+    stored: dict[str, list[str]] = {}
+    for feed_id, guid, output_id, _, _ in rows:
+        stored.setdefault(feed_id, []).append(guid)
+        assert ids_seen.get((feed_id, guid), output_id) == output_id, "output id changed"
+    for f in range(24):
+        guids = stored.get(feed_id_for(farm.url(f)), [])
+        assert len(guids) == len(set(guids)), f"feed {f} has a story twice"
+        assert set(guids) == farm.served[f], f"feed {f}: stored {len(guids)}, served {len(farm.served[f])}"
+    entries = feedparser.parse(latest).entries
+    assert entries
+    assert len({e.id for e in entries}) == len(entries)
+    assert len({e.link for e in entries}) == len(entries)
+
+
+def test_sigterm_mid_poll_leaves_no_partial_state(ws: Workspace, server: FeedServer) -> None:
+    for f in range(12):
+        server.add(f"/slow{f}", rss([story(n, site=f"http://slow{f}.example") for n in range(30)], title=f"Slow {f}"))
+    slow = threading.Event()
+
+    def slowly(h: Handler, f: int) -> None:
+        body = rss([story(n, site=f"http://slow{f}.example") for n in range(30)], title=f"Slow {f}").encode()
+        time.sleep(0.6)
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        try:
+            h.wfile.write(body)
+        except OSError:
+            pass
+        slow.set()
+
+    for f in range(12):
+        server.update(f"/slow{f}", handler=lambda h, f=f: slowly(h, f))
+    ws.feeds([server.url(f"/slow{f}") for f in range(12)])
+    daemon = Daemon(ws, workers=4, shutdown_timeout="0.3s", dispatch_every="0.2s")
+    daemon.start()
+    slow.wait(10)
+    time.sleep(0.4)
+    assert daemon.stop() == 0
+    assert integrity(ws.root / "test.db") == "ok"
+    conn = sqlite3.connect(ws.root / "test.db")
+    per_feed = dict(conn.execute("SELECT feed_id, COUNT(*) FROM articles GROUP BY feed_id").fetchall())
+    fetched = {r[0]: r[1] for r in conn.execute("SELECT id, last_fetch_at FROM feeds")}
+    conn.close()
+    assert per_feed, "nothing was stored before the stop"
+    for feed_id, last_fetch in fetched.items():
+        # Either the whole poll was written (30 articles and the feed's state) or nothing of it.
+        assert (per_feed.get(feed_id, 0), last_fetch is not None) in ((30, True), (0, False)), (feed_id, per_feed.get(feed_id))
+    assert len(per_feed) < 12  # the stop really came mid-poll
+
+
+def test_daemon_and_a_manual_poll_write_at_once(ws: Workspace, server: FeedServer) -> None:
+    urls = [server.add(f"/f{f}", rss([story(n, site=f"http://f{f}.example") for n in range(40)], title=f"F{f}"))
+            for f in range(30)]
+    ws.feeds(urls)
+    daemon = Daemon(ws, interval="1s", min_interval="1s", dispatch_every="0.2s")
+    daemon.start()
+    results = [run_cli("poll", "--config", str(ws.config_path), timeout=120) for _ in range(3)]
+    assert daemon.stop() == 0
+    for proc in results:
+        assert proc.returncode == 0, proc.stderr
+        assert "locked" not in proc.stderr.lower() and "Polled 30 feeds" in proc.stdout
+        assert "0 failed" in proc.stdout
+    assert "database is locked" not in daemon.log
+    assert integrity(ws.root / "test.db") == "ok"
+    rows = db_rows(ws.root / "test.db")
+    assert len(rows) == 30 * 40 and len({(r[0], r[1]) for r in rows}) == 30 * 40
