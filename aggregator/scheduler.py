@@ -44,6 +44,8 @@ class Dispatcher:
         self.metrics = metrics
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
         self._lock = threading.Lock()
+        self._fill_lock = threading.Lock()  # one selection of due feeds at a time
+        self._stopping = threading.Event()
         self._in_flight: dict[str, str] = {}  # feed id -> host
         self._futures: set[Future[PollReport]] = set()
         self.last_dispatch: float | None = None  # time.time()
@@ -78,23 +80,11 @@ class Dispatcher:
             return len(self._in_flight)
 
     def dispatch(self) -> None:
-        """Hand due feeds to free workers. Runs in the scheduler's thread."""
+        """The scheduler's tick: hand due feeds to free workers, refresh the
+        health figures. Runs in the scheduler's thread."""
         now = utcnow()
         try:
-            with self._lock:
-                free = self.workers - len(self._in_flight)
-                busy_ids = list(self._in_flight)
-                per_host = Counter(self._in_flight.values())
-            if free > 0:
-                for feed in self.store.due_feeds(now, limit=free * 4, exclude=busy_ids):
-                    if free <= 0:
-                        break
-                    host = _host(feed.url)
-                    if per_host[host] >= self.per_host:
-                        continue  # stays due; a later tick takes it
-                    per_host[host] += 1
-                    free -= 1
-                    self._submit(feed, host)
+            self._fill()
             self.health = self.store.feed_health(now)
             if self.metrics is not None:
                 self.metrics.feeds_due.set(self.health["due"])
@@ -104,6 +94,30 @@ class Dispatcher:
             self.last_dispatch = time.time()
         except Exception:
             log.exception("dispatcher: could not read due feeds; will retry")
+
+    def _fill(self) -> None:
+        """Give every free worker a due feed whose host is below its limit.
+        Called by the tick and whenever a poll finishes, so a slot never
+        waits for the next tick."""
+        if self._stopping.is_set():
+            return
+        with self._fill_lock:
+            with self._lock:
+                free = self.workers - len(self._in_flight)
+                busy_ids = list(self._in_flight)
+                per_host = Counter(self._in_flight.values())
+            if free <= 0:
+                return
+            # Look past feeds of busy hosts, so one big host cannot stall the rest.
+            for feed in self.store.due_feeds(utcnow(), limit=max(free * 4, 200), exclude=busy_ids):
+                if free <= 0:
+                    break
+                host = _host(feed.url)
+                if per_host[host] >= self.per_host:
+                    continue  # stays due; taken when that host has a free slot
+                per_host[host] += 1
+                free -= 1
+                self._submit(feed, host)
 
     def _submit(self, feed: FeedState, host: str) -> None:
         with self._lock:
@@ -125,12 +139,17 @@ class Dispatcher:
             return None
         self.last_poll = time.time()
         self.on_report(report)
+        try:
+            self._fill()
+        except Exception:
+            log.exception("dispatcher: could not read due feeds; the next tick retries")
         return report
 
     def stop(self, timeout: float) -> int:
         """Stop dispatching, give fetches in flight ``timeout`` seconds, then
         abandon them (their feeds stay due and are polled after restart).
         Returns the number abandoned."""
+        self._stopping.set()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         deadline = time.monotonic() + timeout

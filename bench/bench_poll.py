@@ -379,66 +379,93 @@ class Sample:
     problems: list[str]
 
 
-def child_env() -> dict[str, str]:
+def child_env(pycache: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     # Farm traffic must never go through a proxy from the environment.
     for key in ("NO_PROXY", "no_proxy"):
         env[key] = ",".join(filter(None, [env.get(key), "127.0.0.0/8", "localhost"]))
+    # With PYTHONDONTWRITEBYTECODE (set on some machines) the editable
+    # aggregator package would be compiled from source on every run while the
+    # other tools load their installed .pyc files. A private bytecode cache,
+    # filled by the warm-up, treats all tools alike and writes nothing into
+    # the source tree.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
     return env
 
 
-def warm_up(tools: list[Tool], env: dict[str, str]) -> None:
-    """Import every tool's modules once, untimed, so the first timed run does
-    not pay for cold page cache and bytecode compilation."""
-    modules = {"ours": "aggregator.cli, aggregator.ingest, aggregator.parse, aggregator.store, aggregator.fetch",
-               "baseline": "requests, feedparser", "reader": "reader"}
-    for tool in tools:
-        subprocess.run([sys.executable, "-c", f"import {modules[tool.name]}"], env=env, check=True, cwd=ROOT)
+def warm_up(tools: list[Tool], args: argparse.Namespace, base: Path, env: dict[str, str],
+            log: Callable[[str], None]) -> None:
+    """One untimed run of every tool on a tiny farm: fills the bytecode and
+    page caches so the first timed run is not penalised, and proves the whole
+    setup works before the long runs start."""
+    samples, _ = bench_size(5, 2, tools, args, base, env, lambda line: None, runs=1)
+    for s in samples:
+        for problem in s.problems:
+            log(f"    FAILED CHECK in the warm-up: {s.tool} {s.phase}: {problem}")
+
+
+def run_phase(tool: Tool, phase: str, run: int, size: str, expect: Expect, workdir: Path, farm: FarmProcess,
+              env: dict[str, str], interval: float) -> Sample:
+    """One timed poll by one tool, checked against its own summary and the farm's counters."""
+    farm.client.reset_stats()
+    farm_process = psutil.Process(farm.pid)
+    farm_cpu = sum(farm_process.cpu_times()[:2])
+    measured = run_measured(tool.command(phase, workdir, farm), workdir, env, {farm.pid}, interval)
+    # The farm shares the cores with the tool: its CPU shows whether it could have been the bottleneck.
+    farm_cpu = sum(farm_process.cpu_times()[:2]) - farm_cpu
+    stats = farm.client.stats()
+    # Each control call is a connection of its own; the /_stats one just made was counted.
+    stats["connections"] -= 1
+    summary, problems = tool.check(phase, measured, expect)
+    if measured.exit_code != 0:
+        problems.insert(0, f"exit code {measured.exit_code}; stderr: {measured.stderr.strip()[-500:]!r}")
+    if measured.leaked:
+        problems.append(f"processes still alive {ORPHAN_TIMEOUT:g}s after exit (killed): {measured.leaked}")
+    problems += _farm_problems(phase, stats, expect.feeds)
+    return Sample(
+        size=size, feeds=expect.feeds, entries=expect.entries, tool=tool.name, run=run, phase=phase,
+        wall=measured.wall, cpu=measured.cpu, cpu_sampled=measured.cpu_sampled,
+        rss_sum_peak=measured.rss_sum_peak, rss_single_peak=measured.rss_single_peak,
+        pss_sum_peak=measured.pss_sum_peak, maxrss_kernel=measured.maxrss_kernel,
+        max_processes=measured.max_processes, exit_code=measured.exit_code, summary=summary,
+        farm={**{k: stats[k] for k in ("requests", "connections", "conditional", "gzip", "body_bytes", "status")},
+              "cpu": round(farm_cpu, 3)},
+        problems=problems,
+    )
 
 
 def bench_size(feeds: int, entries: int, tools: list[Tool], args: argparse.Namespace, base: Path,
-               env: dict[str, str], log: Callable[[str], None]) -> tuple[list[Sample], dict[str, Any]]:
+               env: dict[str, str], log: Callable[[str], None], runs: int | None = None,
+               ) -> tuple[list[Sample], dict[str, Any]]:
+    """All runs of all tools at one size, on one farm. Tools alternate within
+    each run so that machine noise is spread over all of them."""
     size = f"{feeds}x{entries}"
+    runs = runs or args.runs
     spec = FarmSpec(feeds=feeds, entries=entries, seed=args.seed, hosts=args.hosts)
     samples: list[Sample] = []
     expect = Expect(feeds, entries)
     with FarmProcess(spec, base / f"farm-{size}") as farm:
         farm_info = json.loads((farm.out / "farm.json").read_text())
-        for run in range(1, args.runs + 1):
+        for run in range(1, runs + 1):
             for tool in tools:
-                farm.client.reset()
+                farm.client.reset()  # generation 0: "changed" is always exactly +2 entries per feed
                 workdir = base / f"{size}-{tool.name}-{run}"
-                workdir.mkdir()
+                workdir.mkdir(parents=True)
                 tool.prepare(workdir, farm)
                 for phase in PHASES:
                     if phase == "changed":
                         farm.client.bump()
-                    farm.client.reset_stats()
-                    measured = run_measured(tool.command(phase, workdir, farm), workdir, env, {farm.pid}, args.interval)
-                    stats = farm.client.stats()
-                    summary, problems = tool.check(phase, measured, expect)
-                    if measured.exit_code != 0:
-                        problems.insert(0, f"exit code {measured.exit_code}; stderr: {measured.stderr.strip()[-500:]!r}")
-                    if measured.leaked:
-                        problems.append(f"processes still alive {ORPHAN_TIMEOUT:g}s after exit (killed): {measured.leaked}")
-                    problems += _farm_problems(phase, stats, feeds)
+                    sample = run_phase(tool, phase, run, size, expect, workdir, farm, env, args.interval)
                     if not farm.alive():
                         raise RuntimeError("the feed farm died")
-                    samples.append(Sample(
-                        size=size, feeds=feeds, entries=entries, tool=tool.name, run=run, phase=phase,
-                        wall=measured.wall, cpu=measured.cpu, cpu_sampled=measured.cpu_sampled,
-                        rss_sum_peak=measured.rss_sum_peak, rss_single_peak=measured.rss_single_peak,
-                        pss_sum_peak=measured.pss_sum_peak,
-                        maxrss_kernel=measured.maxrss_kernel, max_processes=measured.max_processes,
-                        exit_code=measured.exit_code, summary=summary,
-                        farm={k: stats[k] for k in ("requests", "connections", "conditional", "gzip", "body_bytes", "status")},
-                        problems=problems,
-                    ))
-                    log(f"[{size} run {run}/{args.runs}] {tool.name:8} {phase:7}: {measured.wall:6.2f}s wall, "
-                        f"{measured.cpu:6.2f}s CPU, {measured.rss_sum_peak / 2**20:6.0f} MB RSS (sum), "
-                        f"{measured.max_processes} procs" + ("" if not problems else "  <-- CHECK FAILED"))
-                    for problem in problems:
+                    samples.append(sample)
+                    log(f"[{size} run {run}/{runs}] {tool.name:8} {phase:7}: {sample.wall:6.2f}s wall, "
+                        f"{sample.cpu:6.2f}s CPU, {sample.rss_sum_peak / 2**20:6.0f} MB RSS (sum), "
+                        f"{sample.max_processes} procs, {sample.farm['connections']} connections"
+                        + ("" if not sample.problems else "  <-- CHECK FAILED"))
+                    for problem in sample.problems:
                         log(f"    FAILED CHECK: {tool.name} {size} {phase} run {run}: {problem}")
                 if not args.keep:
                     shutil.rmtree(workdir, ignore_errors=True)
@@ -481,7 +508,19 @@ def machine() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             return "not installed"
 
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10,
+                                  check=False).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    # aggregator/ may be edited while benchmarks run: say which code was measured.
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--", "aggregator"):
+        commit += " + uncommitted changes in aggregator/"
     return {
+        "commit": commit,
         "cpu": model, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1), "kernel": platform.release(),
         "python": platform.python_version(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -501,29 +540,38 @@ def render_markdown(samples: list[Sample], farms: dict[str, dict[str, Any]], too
     med = medians(samples)
     peer = args.peer
     v = info["versions"]
-    out = [
-        "# Poll benchmark",
-        "",
-        f"- Machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), {info['memory_gib']} GiB RAM, "
-        f"Linux {info['kernel']}, Python {info['python']}; {info['date']}; load average at start "
-        f"{' / '.join(str(x) for x in info['loadavg_at_start'])} (a shared machine: expect noise)",
+    loads = [" / ".join(str(x) for x in info[key]) for key in ("loadavg_at_start", "loadavg_at_end")]
+    machine_line = (
+        f"- Machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), {info['memory_gib']} GiB "
+        f"RAM, Linux {info['kernel']}, Python {info['python']}; {info['date']}; load average {loads[0]} at start, "
+        f"{loads[1]} at end (1/5/15 min; a shared machine: expect noise)"
+    )
+    versions_line = (
         f"- Versions: aggregator {v['aggregator']}, feedparser {v['feedparser']}, requests {v['requests']}, "
-        f"urllib3 {v['urllib3']}" + (f", reader {v['reader']}" if peer else ""),
-        f"- Tools: **ours** = `aggregator poll --no-progress` ({ours_settings}); "
-        "**baseline** = `requests.get` + `feedparser.parse`, one thread, conditional GETs, stores nothing"
-        + ("; **reader** = lemon24/reader with its defaults: `update_feeds()` with workers=1 (one thread), "
-           "SQLite, no search index" if peer else ""),
-        "- Farm (`bench/feedfarm.py`, a separate process on the same 2 cores): "
+        f"urllib3 {v['urllib3']}" + (f", reader {v['reader']}" if peer else "")
+    )
+    tools_line = (
+        f"- Tools: **ours** = `aggregator poll --no-progress` ({ours_settings}); **baseline** = `requests.get` + "
+        "`feedparser.parse`, one thread, conditional GETs, stores nothing"
+        + ("; **reader** = lemon24/reader with its defaults: `update_feeds()` with workers=1 (one thread), SQLite, "
+           "no search index" if peer else "")
+    )
+    farm_line = (
+        "- Farm (`bench/feedfarm.py`, a separate process on the same cores): "
         f"{args.hosts} loopback addresses, HTTP/1.1 keep-alive, gzip, ETag + Last-Modified; "
-        "RSS 2.0 and (1 in 5) Atom, ~1-2 KB HTML per entry",
+        "RSS 2.0 and (1 in 5) Atom, ~1-2 KB HTML per entry"
+    )
+    method_line = (
         f"- Each figure is the median of {args.runs} runs; a run is cold → warm → changed on a fresh database and a "
         "reset farm; the tools' runs alternate. Wall = start to exit of the tool's process. CPU = user+sys of the "
         "whole process tree (parse workers included). RSS sum = peak of the summed RSS of all processes of the tree "
         f"(sampled every {args.interval * 1000:g} ms); PSS sum = the same with shared pages split between the "
-        f"processes that share them (sampled every {args.interval * PSS_EVERY * 1000:g} ms); max proc = peak RSS of the largest process; procs = most "
-        "processes at once. ×baseline / ×reader = this figure divided by the baseline's / reader's (below 1 is better).",
-        "",
-    ]
+        f"processes that share them (sampled every {args.interval * PSS_EVERY * 1000:g} ms); max proc = peak RSS of "
+        "the largest process; procs = most processes at once. ×baseline / ×reader = this figure divided by the "
+        "baseline's / reader's (below 1 is better)."
+    )
+    out = ["# Poll benchmark", "", machine_line, f"- Code: aggregator at commit {info['commit']}", versions_line,
+           tools_line, farm_line, method_line, ""]
     ref_names = ["baseline"] + ([peer] if peer else [])
     for size, farm in farms.items():
         out.append(f"## {farm['feeds']} feeds × {farm['entries']} entries "
@@ -551,6 +599,20 @@ def render_markdown(samples: list[Sample], farms: dict[str, dict[str, Any]], too
                           f"{row['max_processes']:.0f}"]
                 out.append("| " + " | ".join(cells) + " |")
         out.append("")
+        out.append("HTTP connections the farm accepted per phase (median; keep-alive reuse shows as fewer "
+                   f"than {farm['feeds']}), response bodies sent, and the CPU the farm itself used meanwhile:")
+        out.append("")
+        out.append("| tool | " + " | ".join(f"{p} conns" for p in PHASES) + " | "
+                   + " | ".join(f"{p} MB" for p in PHASES) + " | " + " | ".join(f"farm CPU s {p}" for p in PHASES) + " |")
+        out.append("|---|" + "---:|" * (3 * len(PHASES)))
+        for tool in tools:
+            runs = [s for s in samples if s.size == size and s.tool == tool.name]
+            conns = [statistics.median(s.farm["connections"] for s in runs if s.phase == p) for p in PHASES]
+            sent = [statistics.median(s.farm["body_bytes"] for s in runs if s.phase == p) / 1e6 for p in PHASES]
+            farm_cpu = [statistics.median(s.farm["cpu"] for s in runs if s.phase == p) for p in PHASES]
+            out.append(f"| {tool.name} | " + " | ".join(f"{c:.0f}" for c in conns) + " | "
+                       + " | ".join(f"{b:.1f}" for b in sent) + " | " + " | ".join(f"{c:.2f}" for c in farm_cpu) + " |")
+        out.append("")
     problems = [f"- {s.tool} {s.size} {s.phase} run {s.run}: {p}" for s in samples for p in s.problems]
     out.append("## Checks")
     out.append("")
@@ -570,7 +632,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_poll", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="200x50,1000x20", help="NxM feeds x entries, comma-separated (default: %(default)s)")
-    parser.add_argument("--runs", type=int, default=3, help="runs per tool and size; the median is reported (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="runs per tool and size; the median is reported (default: %(default)s)")
     parser.add_argument("--peer", choices=("reader",), help="also run this peer (reader: lemon24/reader 3.26)")
     parser.add_argument("--tools", default="ours,baseline", help="comma-separated subset of ours,baseline (default: %(default)s)")
     parser.add_argument("--ours-polling", action="append", default=[], metavar="KEY=VALUE",
@@ -601,13 +664,13 @@ def main(argv: list[str] | None = None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     info = machine()
-    env = child_env()
-    warm_up(tools, env)
     base = args.workdir or Path(tempfile.mkdtemp(prefix="bench-poll-"))
     base.mkdir(parents=True, exist_ok=True)
+    env = child_env(base / "pycache")
     samples: list[Sample] = []
     farms: dict[str, dict[str, Any]] = {}
     try:
+        warm_up(tools, args, base / "warm-up", env, log)
         for feeds, entries in iter_sizes(args.sizes):
             got, farm_info = bench_size(feeds, entries, tools, args, base, env, log)
             samples += got
@@ -615,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(base, ignore_errors=True)
+    info["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     report = render_markdown(samples, farms, tools, info, args, ours_settings)
     print(report)
     if args.markdown:

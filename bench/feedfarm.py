@@ -43,7 +43,6 @@ import json
 import os
 import random
 import signal
-import socket
 import socketserver
 import subprocess
 import sys
@@ -208,7 +207,8 @@ class FeedModel:
         enclosure = None
         if self.enclosures and seq % 3 == 0:
             if rng.random() < 0.5:
-                enclosure = (f"https://media.site{self.index}.example/audio/{seq}.mp3", "audio/mpeg", rng.randint(2_000_000, 60_000_000))
+                enclosure = (f"https://media.site{self.index}.example/audio/{seq}.mp3", "audio/mpeg",
+                             rng.randint(2_000_000, 60_000_000))
             else:
                 enclosure = (f"https://media.site{self.index}.example/img/{seq}.jpg", "image/jpeg", rng.randint(40_000, 400_000))
         if self.atom:
@@ -227,7 +227,8 @@ class FeedModel:
                 if self.relative_links and rng.random() < 0.5:
                     href = f"/{rng.choice(SECTIONS)}/{'-'.join(_words(rng, 2, 4))}"
                 else:
-                    href = f"https://www.site{rng.randrange(max(1, self.spec.feeds))}.example/{rng.choice(SECTIONS)}/{rng.getrandbits(24)}"
+                    site = rng.randrange(max(1, self.spec.feeds))
+                    href = f"https://www.site{site}.example/{rng.choice(SECTIONS)}/{rng.getrandbits(24)}"
                 sentences.insert(rng.randrange(len(sentences) + 1), f'See <a href="{href}">{anchor}</a>.')
             if rng.random() < 0.2:
                 sentences[0] = f"<strong>{sentences[0]}</strong>"
@@ -387,8 +388,7 @@ class Farm:
 
 
 def _strip_weak(tag: str) -> str:
-    tag = tag.strip()
-    return tag[2:] if tag.startswith("W/") else tag
+    return tag.strip().removeprefix("W/")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -561,7 +561,8 @@ class FarmClient:
     def _call(self, method: str, path: str) -> dict[str, Any]:
         request = urllib.request.Request(self.control + path, method=method, data=b"" if method == "POST" else None)
         with _opener.open(request, timeout=120) as response:
-            return json.loads(response.read())
+            data: dict[str, Any] = json.loads(response.read())
+            return data
 
     def bump(self) -> int:
         return int(self._call("POST", "/_bump")["generation"])
