@@ -55,7 +55,7 @@ def sanitize_html(fragment: str | None, base: str | None) -> str | None:
     """Safe HTML with absolute URLs, or None when nothing visible is left."""
     if not fragment:
         return None
-    clean = _cleaner(base).clean(fragment)
+    clean = _cleaner(base).clean(strip_control(fragment))
     if "<img" in clean:
         clean = _IMG.sub(lambda m: "" if _is_tracking_pixel(m.group(0)) else m.group(0), clean)
     clean = clean.strip()

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import timezone
+from datetime import timedelta, timezone
 from typing import Callable
 from urllib.parse import urlsplit
 
@@ -34,13 +34,14 @@ def _host(url: str) -> str:
 
 class Dispatcher:
     def __init__(self, store: Store, poller: Poller, workers: int, per_host: int, every: float,
-                 on_report: Callable[[PollReport], None], metrics: Metrics | None = None):
+                 on_polled: Callable[[PollReport | None], None], metrics: Metrics | None = None,
+                 retention_days: float | None = None, retention_batch: int = 500):
         self.store = store
         self.poller = poller
         self.workers = workers
         self.per_host = per_host
         self.every = every
-        self.on_report = on_report
+        self.on_polled = on_polled  # after every poll (and retention): the publisher decides what changed
         self.metrics = metrics
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
         self._lock = threading.Lock()
@@ -65,6 +66,28 @@ class Dispatcher:
             },
         )
         self.scheduler.add_job(self.dispatch, "interval", seconds=every, id="dispatch", next_run_time=None)
+        self.retention_days = retention_days
+        self.retention_batch = retention_batch
+        if retention_days:
+            self.scheduler.add_job(self.retention, "interval", hours=6, id="retention",
+                                   next_run_time=utcnow() + timedelta(minutes=1), misfire_grace_time=3600)
+
+    def retention(self) -> None:
+        """Delete articles older than the retention period, a batch per
+        transaction with a pause between, so polling keeps writing."""
+        assert self.retention_days
+        now = utcnow()
+        try:
+            result = self.store.delete_older_than(now - timedelta(days=self.retention_days), self.retention_batch,
+                                                  now, pause=0.05)
+            # Tombstones outlive the entries by far: feeds drop old entries within days.
+            purged = self.store.purge_tombstones(now - timedelta(days=self.retention_days * 4))
+            if result.deleted or purged:
+                log.info("retention: deleted %d articles older than %g days in %d batches; %d old tombstones purged",
+                         result.deleted, self.retention_days, result.batches, purged)
+                self.on_polled(None)
+        except Exception:
+            log.exception("retention failed; it runs again in 6 hours")
 
     def start(self) -> None:
         self.scheduler.start()
@@ -138,7 +161,7 @@ class Dispatcher:
         if self.poller.aborted.is_set():
             return None
         self.last_poll = time.time()
-        self.on_report(report)
+        self.on_polled(report)
         try:
             self._fill()
         except Exception:

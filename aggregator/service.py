@@ -201,7 +201,7 @@ class Service:
         self.publish_loop = PublishLoop(self.publisher, self.holder, config.output_dir, settings.output.debounce,
                                         self.metrics)
         self.dispatcher = Dispatcher(store, self.poller, polling.workers, polling.per_host, polling.dispatch_every,
-                                     self._on_report, self.metrics)
+                                     self._on_polled, self.metrics, settings.retention.days, settings.retention.batch)
         app = App(self.holder, max_age=int(settings.output.max_age),
                   extra={"healthz": self._healthz, "metrics": self._metrics_body})
         self.web = WebServer(app, settings.http.host, settings.http.port, settings.http.threads)
@@ -212,7 +212,7 @@ class Service:
 
     # -- callbacks --
 
-    def _on_report(self, report: PollReport) -> None:
+    def _on_polled(self, report: PollReport | None) -> None:
         self.publish_loop.request()
 
     def _healthz(self) -> tuple[int, str, bytes]:

@@ -34,6 +34,7 @@ from aggregator.model import (
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
+SMALL_SCOPE = 200  # Latest of at most this many feeds is read feed by feed
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 
@@ -107,7 +108,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         CREATE INDEX articles_feed_canonical ON articles (feed_id, canonical_url);
         CREATE INDEX articles_canonical ON articles (canonical_url) WHERE duplicate_of IS NULL;
         CREATE INDEX articles_latest ON articles (sort_at DESC, seq DESC) WHERE duplicate_of IS NULL;
-        CREATE INDEX articles_feed_latest ON articles (feed_id, sort_at DESC);
+        CREATE INDEX articles_feed_latest ON articles (feed_id, sort_at DESC, seq DESC);
         CREATE INDEX articles_duplicate_of ON articles (duplicate_of) WHERE duplicate_of IS NOT NULL;
         CREATE INDEX articles_sort_at ON articles (sort_at);
 
@@ -433,12 +434,34 @@ class Store:
         feeds = {f.id: f for f in self.feeds()}
         return [(_article_from_row(r), feeds[r["feed_id"]]) for r in self._read(sql, params) if r["feed_id"] in feeds]
 
-    def latest(self, limit: int, per_source: int, tag: str | None = None) -> list[Story]:
+    def latest(self, limit: int, per_source: int, tag: str | None = None,
+               feeds: dict[str, FeedState] | None = None) -> list[Story]:
         """The newest stories (representatives only), at most per_source from
         one feed, newest first by min(published, first seen), ties by arrival.
-        Walks the articles_latest index and stops once it has enough."""
-        feeds = {f.id: f for f in self.feeds()}
+        ``feeds`` (id -> state) saves reloading them for several calls."""
+        feeds = feeds if feeds is not None else {f.id: f for f in self.feeds()}
         allowed = {fid for fid, f in feeds.items() if tag is None or tag in f.tags}
+        if len(allowed) <= SMALL_SCOPE:
+            chosen = self._latest_by_feed(allowed, limit, per_source)
+        else:
+            chosen = self._latest_by_scan(allowed, limit, per_source)
+        if not chosen:
+            return []
+        rows = {r["seq"]: r for r in self._read(f"SELECT * FROM articles WHERE seq IN ({_marks(chosen)})", chosen)}
+        stories = [Story(_article_from_row(rows[s]), _source(feeds[rows[s]["feed_id"]])) for s in chosen if s in rows]
+        by_id = {story.article.id: story for story in stories}
+        ids = list(by_id)
+        for part in _chunks(ids):
+            for r in self._read(f"SELECT duplicate_of, feed_id, url, title FROM articles"
+                                f" WHERE duplicate_of IN ({_marks(part)}) ORDER BY seq", part):
+                feed = feeds.get(r["feed_id"])
+                if feed is not None:
+                    by_id[r["duplicate_of"]].also.append(AlsoReported(_source(feed), r["url"], r["title"]))
+        return stories
+
+    def _latest_by_scan(self, allowed: set[str], limit: int, per_source: int) -> list[int]:
+        """Walk the articles_latest index from the top, skipping capped feeds;
+        stops as soon as it has enough."""
         chosen: list[int] = []
         per_feed: dict[str, int] = {}
         cursor = self._reader().execute(
@@ -459,25 +482,20 @@ class Store:
                         break
         finally:
             cursor.close()
-        if not chosen:
-            return []
-        marks = ",".join("?" * len(chosen))
-        rows = {r["seq"]: r for r in self._read(f"SELECT * FROM articles WHERE seq IN ({marks})", chosen)}
-        stories = [Story(_article_from_row(rows[s]), _source(feeds[rows[s]["feed_id"]])) for s in chosen if s in rows]
-        by_id = {story.article.id: story for story in stories}
-        ids = list(by_id)
-        for start in range(0, len(ids), 500):
-            part = ids[start:start + 500]
-            dup_rows = self._read(
-                f"SELECT duplicate_of, feed_id, url, title FROM articles WHERE duplicate_of IN ({','.join('?' * len(part))})"
-                " ORDER BY seq",
-                part,
-            )
-            for r in dup_rows:
-                feed = feeds.get(r["feed_id"])
-                if feed is not None:
-                    by_id[r["duplicate_of"]].also.append(AlsoReported(_source(feed), r["url"], r["title"]))
-        return stories
+        return chosen
+
+    def _latest_by_feed(self, allowed: set[str], limit: int, per_source: int) -> list[int]:
+        """For a few feeds (a tag), each feed's newest per_source from the
+        articles_feed_latest index, merged: never walks other feeds' articles."""
+        candidates: list[tuple[str, int]] = []
+        for fid in allowed:
+            candidates.extend(
+                (r[0], r[1]) for r in self._reader().execute(
+                    "SELECT sort_at, seq FROM articles INDEXED BY articles_feed_latest"
+                    " WHERE feed_id = ? AND duplicate_of IS NULL ORDER BY sort_at DESC, seq DESC LIMIT ?",
+                    (fid, per_source)))
+        candidates.sort(reverse=True)
+        return [seq for _, seq in candidates[:limit]]
 
     def tags(self) -> list[str]:
         seen: dict[str, None] = {}

@@ -92,6 +92,9 @@ class Publisher:
         self.per_source = output.per_source
         self.latest_meta = FeedMeta(title=output.title, subtitle=output.subtitle, id=config.feed_id_uri,
                                     base_url=self.base_url, path="latest")
+        # path -> (fingerprint of the stories shown, rendered documents): a
+        # scope whose stories did not change is not rendered again.
+        self._rendered: dict[str, tuple[str, dict[str, Document]]] = {}
 
     def tag_meta(self, tag: str) -> FeedMeta:
         latest = self.latest_meta
@@ -117,22 +120,28 @@ class Publisher:
 
     def _render_stories(self) -> dict[str, Document]:
         documents: dict[str, Document] = {}
-        tags = self.store.tags()
-        latest = self.store.latest(self.entries, self.per_source)
+        feeds = {f.id: f for f in self.store.feeds()}
+        tags = sorted({t for f in feeds.values() if f.status is not FeedStatus.UNSUBSCRIBED for t in f.tags})
+        latest = self.store.latest(self.entries, self.per_source, feeds=feeds)
         documents.update(self._feed_documents(latest, self.latest_meta))
         updated = newest_update(latest) if latest else None
         documents[""] = Document("", render_index(latest, self.latest_meta, tags), HTML, updated)
         for tag in tags:
-            stories = self.store.latest(self.entries, self.per_source, tag=tag)
+            stories = self.store.latest(self.entries, self.per_source, tag=tag, feeds=feeds)
             documents.update(self._feed_documents(stories, self.tag_meta(tag)))
         return documents
 
     def _feed_documents(self, stories: list[Story], meta: FeedMeta) -> dict[str, Document]:
+        fingerprint = _fingerprint(stories)
+        cached = self._rendered.get(meta.path)
+        if cached is not None and cached[0] == fingerprint:
+            return cached[1]
         updated = newest_update(stories) if stories else None
         out = {}
         for suffix, (content_type, render) in FORMATS.items():
             path = meta.path + suffix
             out[path] = Document(path, render(stories, meta), content_type, updated)
+        self._rendered[meta.path] = (fingerprint, out)
         return out
 
     def _render_sources(self) -> dict[str, Document]:
@@ -144,6 +153,17 @@ class Publisher:
             "feeds": Document("feeds", render_sources(feeds, self.latest_meta), HTML, None),
             "opml": Document("opml", opml, OPML, None),
         }
+
+
+def _fingerprint(stories: list[Story]) -> str:
+    """Everything about the stories a feed document shows, in one hash."""
+    digest = hashlib.sha256()
+    for story in stories:
+        a, source = story.article, story.source
+        digest.update(repr((a.id, a.content_hash, a.updated_at, a.published_at, a.first_seen_at, a.duplicate_of,
+                            source.title, source.feed_url, source.site_url, source.updated_at,
+                            [(o.source.title, o.url, o.title) for o in story.also])).encode())
+    return digest.hexdigest()
 
 
 def _subscription(feed: FeedState) -> Subscription:
