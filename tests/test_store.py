@@ -127,3 +127,32 @@ def test_two_writers_wait_for_each_other(ws: Workspace) -> None:
 
 def test_integrity_check(ws: Workspace) -> None:
     assert ws.store.integrity_check() == "ok"
+
+
+def test_latest_by_feed_and_by_scan_agree(ws: Workspace, server: FeedServer) -> None:
+    from datetime import datetime, timezone
+
+    urls = [server.add(f"/f{f}", rss([story(n, site=f"http://f{f}.example",
+                                            date=datetime(2026, 5, 1 + n % 20, f, n % 60, tzinfo=timezone.utc)
+                                            .strftime("%a, %d %b %Y %H:%M:%S GMT")) for n in range(25)]))
+            for f in range(6)]
+    ws.feeds(urls)
+    ws.poll_all()
+    store = ws.store
+    allowed = {f.id for f in store.feeds()}
+    for limit, per_source in ((100, 10), (7, 3), (500, 100)):
+        assert store._latest_by_feed(allowed, limit, per_source) == store._latest_by_scan(allowed, limit, per_source)
+
+
+def test_retention_job_deletes_old_articles(ws: Workspace, server: FeedServer) -> None:
+    from aggregator.scheduler import Dispatcher
+
+    recent = (utcnow() - timedelta(days=1)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    old = server.add("/old", rss([story(1, date="Mon, 01 Jan 2018 10:00:00 GMT"), story(2, date=recent)]))
+    ws.feeds([old])
+    ws.poll_all()
+    calls = []
+    dispatcher = Dispatcher(ws.store, ws.poller(), 2, 2, 1.0, calls.append, retention_days=90)
+    dispatcher.retention()
+    assert [a.title for a, _ in ws.store.articles()] == ["Story 2"]
+    assert calls == [None]  # a republish was asked for
