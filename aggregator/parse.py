@@ -21,7 +21,7 @@ import re
 import time
 import xml.sax
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import feedparser
 import feedparser.mixin
@@ -227,14 +227,15 @@ def _normalise(raw: dict[str, Any], url: str, now: datetime, known: Mapping[str,
         warning=raw.get("warning"),
         entry_count=len(entries),
     )
-    keys = _entry_keys(entries, url)
+    links = [_link(entry, url) for entry in entries]  # resolved once: it is a third of our own cost
+    keys = _entry_keys(entries, links, url)
     seen: set[str] = set()
-    for entry, (key, rule) in zip(entries, keys):
+    for entry, link, (key, rule) in zip(entries, links, keys):
         if key in seen:
             result.folded.append((key, FOLD_SAME_KEY))
             continue
         seen.add(key)
-        result.entries.append(_normalise_entry(entry, key, rule, url, result.language, now, known))
+        result.entries.append(_normalise_entry(entry, link, key, rule, url, result.language, now, known))
     return result
 
 
@@ -276,19 +277,17 @@ def _date(value: time.struct_time | None, now: datetime) -> datetime | None:
     return dt
 
 
-def _entry_keys(entries: list[Mapping[str, Any]], base: str) -> list[tuple[str, str]]:
+def _entry_keys(entries: list[Mapping[str, Any]], links: list[str | None], base: str) -> list[tuple[str, str]]:
     """Identity of each entry within the feed: guid, else link, else a hash
     of title + date. A guid that this same document uses for entries with
     different links is not an identity: those entries fall back to their link."""
+    guids = [_guid(entry) for entry in entries]
     links_by_guid: dict[str, set[str | None]] = {}
-    for entry in entries:
-        guid = _guid(entry)
+    for guid, link in zip(guids, links):
         if guid:
-            links_by_guid.setdefault(guid, set()).add(_link(entry, base))
+            links_by_guid.setdefault(guid, set()).add(link)
     keys = []
-    for entry in entries:
-        guid = _guid(entry)
-        link = _link(entry, base)
+    for entry, guid, link in zip(entries, guids, links):
         if guid and len(links_by_guid[guid]) == 1:
             keys.append((_bounded(guid), "guid"))
         elif link:
@@ -350,10 +349,9 @@ def _content_hash(entry: Mapping[str, Any], link: str | None) -> str:
 
 
 def _normalise_entry(
-    entry: Mapping[str, Any], key: str, rule: str, base: str, feed_language: str | None,
+    entry: Mapping[str, Any], link: str | None, key: str, rule: str, base: str, feed_language: str | None,
     now: datetime, known: Mapping[str, str],
 ) -> ParsedEntry:
-    link = _link(entry, base)
     content_hash = _content_hash(entry, link)
     record = ParsedEntry(
         entry_key=key,
@@ -514,11 +512,3 @@ def _image(entry: Mapping[str, Any], base: str) -> str | None:
     if isinstance(image, Mapping):
         return absolute(image.get("href") or image.get("url"), base)
     return None
-
-
-def iter_entry_ids(body: bytes, url: str) -> Iterable[str]:
-    """Every entry key the document yields, repeats included (for tests and
-    diagnostics: how many entries did the source really list)."""
-    raw = _parse_json_feed(body) if _looks_like_json(body, "") else _parse_xml(body, url, {})
-    return [key for key, _ in _entry_keys(raw["entries"], url)]
-
