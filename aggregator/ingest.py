@@ -135,6 +135,8 @@ def feed_changes(
     fields.update(_redirect_changes(feed, fetch, failed))
     if outcome is Outcome.GONE:
         fields["status"] = FeedStatus.GONE
+    elif not failed and feed.status is FeedStatus.GONE:
+        fields["status"] = FeedStatus.ACTIVE  # polled by hand (`poll --feed`) and it is back
     facts = PollFacts(
         outcome=outcome, error_count=error_count, max_age=fetch.max_age,
         ttl=parsed.ttl if parsed is not None else None, retry_after=fetch.retry_after,

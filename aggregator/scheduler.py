@@ -72,6 +72,15 @@ class Dispatcher:
             self.scheduler.add_job(self.retention, "interval", hours=6, id="retention",
                                    next_run_time=utcnow() + timedelta(minutes=1), misfire_grace_time=3600)
 
+    def reconfigure(self, per_host: int, every: float, retention_days: float, retention_batch: int) -> None:
+        """New settings after a reload."""
+        self.per_host = per_host
+        self.retention_days = retention_days
+        self.retention_batch = retention_batch
+        if every != self.every:
+            self.every = every
+            self.scheduler.reschedule_job("dispatch", trigger="interval", seconds=every)
+
     def retention(self) -> None:
         """Delete articles older than the retention period, a batch per
         transaction with a pause between, so polling keeps writing."""

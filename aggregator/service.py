@@ -252,15 +252,43 @@ class Service:
                  settings.http.host, self.web.port)
         heartbeat_every = 15.0
         next_heartbeat = 0.0
+        watch_every = 5.0
+        next_watch = time.monotonic() + watch_every
+        stamp = self._files_stamp()
         while not self._stop.is_set():
+            if time.monotonic() >= next_watch:
+                # Edits to config.yaml or feeds/ (`aggregator feeds add`, an
+                # editor) apply without a SIGHUP.
+                next_watch = time.monotonic() + watch_every
+                current = self._files_stamp()
+                if current != stamp:
+                    log.info("%s or %s changed: reloading", self.config.path or "config.yaml", self.config.feeds_dir)
+                    self._reload.set()
             if self._reload.is_set():
                 self._reload.clear()
+                stamp = self._files_stamp()
                 self._do_reload()
             if time.monotonic() >= next_heartbeat:
                 self._heartbeat()
                 next_heartbeat = time.monotonic() + heartbeat_every
             self._stop.wait(0.2)
         return self._shutdown()
+
+    def _files_stamp(self) -> tuple[tuple[str, int, int], ...]:
+        """Names, sizes and mtimes of config.yaml and the subscription files."""
+        paths = [self.config.path] if self.config.path else []
+        try:
+            paths += sorted(p for p in self.config.feeds_dir.iterdir() if p.suffix.lower() in (".yaml", ".yml", ".opml", ".xml"))
+        except OSError:
+            pass
+        out = []
+        for path in paths:
+            try:
+                st = path.stat()
+                out.append((str(path), st.st_size, st.st_mtime_ns))
+            except OSError:
+                pass
+        return tuple(out)
 
     def _install_signals(self) -> None:
         def stop(signum: int, frame: FrameType | None) -> None:
@@ -292,8 +320,15 @@ class Service:
         except ConfigError as exc:
             log.error("reload: the new configuration is invalid, keeping the old one:\n%s", exc)
             return
-        if (config.settings.http, config.settings.database) != (self.config.settings.http, self.config.settings.database):
-            log.warning("reload: http and database settings take effect only after a restart")
+        old, new = self.config.settings, config.settings
+        restart_only = [name for name, a, b in (
+            ("http", old.http, new.http), ("database", old.database, new.database),
+            ("polling.workers", old.polling.workers, new.polling.workers),
+            ("polling.parse_workers", old.polling.parse_workers, new.polling.parse_workers),
+            ("polling.parse_timeout", old.polling.parse_timeout, new.polling.parse_timeout),
+            ("polling.parse_recycle", old.polling.parse_recycle, new.polling.parse_recycle)) if a != b]
+        if restart_only:
+            log.warning("reload: %s changed; that takes effect only after a restart", ", ".join(restart_only))
         subs = load_subscriptions(config.feeds_dir)
         for error in subs.errors:
             log.error("reload: %s (this entry is skipped)", error)
@@ -302,6 +337,9 @@ class Service:
             return
         self.config = config
         self.poller.reconfigure(config)
+        self.dispatcher.reconfigure(new.polling.per_host, new.polling.dispatch_every, new.retention.days,
+                                    new.retention.batch)
+        self.publish_loop.debounce = new.output.debounce
         self.publisher = Publisher(self.store, config)
         self.publish_loop.publisher = self.publisher
         result = self.store.sync_subscriptions(subs.feeds, utcnow())

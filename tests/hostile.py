@@ -30,7 +30,7 @@ import psutil
 
 from tests.conftest import Workspace, run_cli
 from tests.daemon import Daemon
-from tests.fixture_server import Handler
+from tests.fixture_server import FeedServer, Handler
 
 KB = 1000
 MB = 1000**2
@@ -323,15 +323,18 @@ class PeakRSS:
 # --- XML ---------------------------------------------------------------------------------------
 
 
-def billion_laughs(levels: int = 9, one_line: bool = False) -> bytes:
+def billion_laughs(levels: int = 9, one_line: bool = False, padding: int = 0) -> bytes:
     """Nested entities: 10**levels 'lol's if expanded. Two entries: one that
-    uses the bomb, one plain entry that must still be stored."""
+    uses the bomb, one plain entry that must still be stored. ``padding``
+    bytes of harmless text make the document bigger, which raises what a
+    ratio-based guard (expat's amplification limit) lets through."""
     decls = ['<!ENTITY lol "lol">'] + [
         f'<!ENTITY lol{i} "' + (f"&lol{i - 1};" if i > 1 else "&lol;") * 10 + '">' for i in range(1, levels + 1)]
     sep = "" if one_line else "\n"
     return (
         f'<?xml version="1.0" encoding="utf-8"?>{sep}<!DOCTYPE rss [{sep}{sep.join(decls)}{sep}]>{sep}'
-        f'<rss version="2.0"><channel><title>Laughs</title><link>http://laughs.example/</link><description>d</description>'
+        f'<rss version="2.0"><channel><title>Laughs</title><link>http://laughs.example/</link>'
+        f"<description>d{' ' * padding}</description>"
         f"<item><title>Bomb &lol{levels};</title><link>http://laughs.example/bomb</link>"
         f"<description>&lol{levels};</description></item>"
         "<item><title>Plain laughs entry</title><link>http://laughs.example/plain</link><description>fine</description></item>"
@@ -339,12 +342,14 @@ def billion_laughs(levels: int = 9, one_line: bool = False) -> bytes:
     ).encode()
 
 
-def quadratic_blowup(value_bytes: int, references: int) -> bytes:
+def quadratic_blowup(value_bytes: int, references: int, one_line: bool = False) -> bytes:
     """One flat entity (no '&' in its value, so no nesting) referenced many
-    times: value_bytes x references if expanded (the "quadratic blowup")."""
+    times: value_bytes x references if expanded (the "quadratic blowup").
+    The value is 'Q's: count them in what was stored to see any expansion."""
+    sep = "" if one_line else "\n"
     return (
-        '<?xml version="1.0" encoding="utf-8"?>\n<!DOCTYPE rss [\n'
-        f'<!ENTITY a "{"A" * value_bytes}">\n]>\n'
+        f'<?xml version="1.0" encoding="utf-8"?>{sep}<!DOCTYPE rss [{sep}'
+        f'<!ENTITY a "{"Q" * value_bytes}">{sep}]>{sep}'
         '<rss version="2.0"><channel><title>Blowup</title><link>http://blowup.example/</link><description>d</description>'
         f"<item><title>Blowup entry</title><link>http://blowup.example/1</link><description>{'&a;' * references}</description></item>"
         "<item><title>Plain blowup entry</title><link>http://blowup.example/2</link><description>fine</description></item>"
@@ -590,3 +595,21 @@ class LimitedDaemon(Daemon):
         if wait:
             self.wait_until(lambda: self.get("/healthz")[0] == 200, 30, "the daemon to become healthy")
         return self
+
+
+# --- fixture servers that stop at once -------------------------------------------------------------------
+
+
+def close_fast(srv: FeedServer) -> None:
+    """FeedServer.close() waits up to serve_forever's 0.5 s poll interval; a
+    connection wakes its select() at once. (About a minute over this file.)"""
+    stopper = threading.Thread(target=srv._server.shutdown, daemon=True)
+    stopper.start()
+    while stopper.is_alive():
+        try:
+            with socket.create_connection((srv.host, srv.port), timeout=0.2):
+                pass
+        except OSError:
+            pass
+        stopper.join(0.02)
+    srv._server.server_close()

@@ -274,3 +274,17 @@ def test_json_logs(ws: Workspace, server: FeedServer, daemons: list[Daemon]) -> 
     records = [json.loads(line) for line in d.log.splitlines() if line.startswith("{")]
     assert records and all({"time", "level", "name", "message"} <= set(r) for r in records)
     assert any("ok 200: 1 new" in r["message"] for r in records)
+
+
+def test_edits_to_feeds_apply_without_a_signal(ws: Workspace, server: FeedServer, daemons: list[Daemon]) -> None:
+    a = server.add("/a", rss([story(1)]))
+    b = server.add("/b", rss([story(2, site="http://b.example")]))
+    ws.feeds([a])
+    d = start(daemons, ws)
+    d.wait_until(lambda: server.requests_for("/a"), 10, "a polled")
+    proc = run_cli("feeds", "add", b, "--config", str(ws.config_path))
+    assert proc.returncode == 0, proc.stderr
+    assert len(server.requests_for("/b")) == 1  # `feeds add` checked the URL
+    d.wait_until(lambda: len(server.requests_for("/b")) >= 2, 15, "the added feed polled without a SIGHUP")
+    assert "changed: reloading" in d.log
+    assert d.stop() == 0
