@@ -34,9 +34,16 @@ wait4() of the tool and of every descendant: the runner is a child
 subreaper, so orphaned grandchildren such as a forkserver and its workers
 are reparented to it and reaped with their usage), the peak of the summed
 RSS of the tree (sampled every --interval seconds with psutil; shared pages
-of forked workers are counted once per process, as RSS does) and the peak
-RSS of the largest single process (sampled; the kernel's ru_maxrss is kept
-in the JSON as a cross-check).
+of forked workers are counted once per process, as RSS does), the same for
+PSS (shared pages split fairly; sampled 5x less often, reading smaps is
+costly) and the peak RSS of the largest single process (sampled; the
+kernel's ru_maxrss is kept in the JSON as a cross-check). A second table
+gives, from the farm's counters, the HTTP connections each phase opened
+(keep-alive reuse), the bytes sent and the farm's own CPU time.
+
+Linux only (prctl, /proc). Child processes get a private bytecode cache
+(PYTHONPYCACHEPREFIX under the work dir), filled by an untimed warm-up run
+of every tool on a tiny farm, so that no tool pays for compiling sources.
 
 Every phase is checked: the tool's own summary must show N feeds polled
 with the expected number of new entries (and nothing updated), and the
