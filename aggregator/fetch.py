@@ -141,10 +141,12 @@ class _Watchdog:
         with self._lock:
             self._counter += 1
             heapq.heappush(self._heap, (ctx.deadline, self._counter, ctx))
+            earliest = self._heap[0][2] is ctx
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="fetch-watchdog", daemon=True)
                 self._thread.start()
-        self._wake.set()
+        if earliest:  # only then is the sleeping watchdog's wake-up time wrong
+            self._wake.set()
 
     def abort_all(self) -> None:
         """Cut every fetch in flight short (service shutdown)."""
@@ -303,6 +305,11 @@ class Fetcher:
         self.limits = limits
         self.policy = AddressPolicy(limits.private_networks)
         self.session = requests.Session()
+        # The environment (proxy variables) is read once per host, not on every
+        # request as requests does by default; and no ~/.netrc credentials are
+        # ever sent to a feed's server.
+        self.session.trust_env = False
+        self._proxies: dict[str, dict[str, str]] = {}
         self.session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # no cookies, ever
         self.session.max_redirects = limits.max_redirects
         adapter = _GuardedAdapter(pool_connections=64, pool_maxsize=max(limits.per_host, limits.pool_size), max_retries=0)
@@ -319,6 +326,14 @@ class Fetcher:
     @staticmethod
     def abort_all() -> None:
         _watchdog.abort_all()
+
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        parts = urlsplit(url)
+        key = f"{parts.scheme}://{parts.netloc}"
+        proxies = self._proxies.get(key)
+        if proxies is None:
+            proxies = self._proxies[key] = requests.utils.get_environ_proxies(url)
+        return proxies
 
     def _slot(self, url: str) -> threading.BoundedSemaphore:
         host = (urlsplit(url).hostname or "").lower()
@@ -391,7 +406,8 @@ class Fetcher:
         timeout = (self.limits.connect_timeout, self.limits.read_timeout)
         while True:
             with self._slot(current):
-                response = self.session.get(current, headers=headers, stream=True, timeout=timeout, allow_redirects=False)
+                response = self.session.get(current, headers=headers, stream=True, timeout=timeout, allow_redirects=False,
+                                            proxies=self._proxies_for(current))
                 try:
                     location = response.headers.get("location")
                     if response.status_code in REDIRECT_CODES and location:
@@ -413,7 +429,7 @@ class Fetcher:
                     self._read_response(response, current, result)
                     return
                 finally:
-                    response.close()
+                    _release(response)
 
     def _read_response(self, response: requests.Response, url: str, result: FetchResult) -> None:
         result.final_url = url
@@ -455,6 +471,24 @@ class Fetcher:
             chunks.append(chunk)
         result.bytes_read = raw.tell()
         return b"".join(chunks)
+
+
+def _release(response: requests.Response) -> None:
+    """Give the connection back to the pool for reuse (keep-alive) when what
+    is left of the body is small: a 304, a redirect, an error page, or a body
+    we read to the end. Otherwise close it (an oversized body we stopped
+    reading must not be drained)."""
+    raw = response.raw
+    try:
+        declared = response.headers.get("content-length", "")
+        small = response.status_code in (204, 304) or (declared.isdigit() and int(declared) <= 65536)
+        if small or raw.closed or getattr(raw, "_fp", None) is None:
+            raw.drain_conn()
+            raw.release_conn()
+            return
+    except Exception:  # draining a broken connection: just close it
+        pass
+    response.close()
 
 
 def _root_cause(exc: BaseException) -> str:

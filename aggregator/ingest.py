@@ -263,6 +263,8 @@ class Poller:
         report.next_poll_at = fields["next_poll_at"]
 
     def _log(self, name: str, feed: FeedState, report: PollReport, seconds: float) -> None:
+        if not log.isEnabledFor(logging.WARNING if report.outcome.is_error else logging.INFO):
+            return
         if report.outcome.is_error:
             log.warning("feed %r <%s>: %s: %s (errors in a row: %d; next poll %s)", name, feed.url,
                         report.outcome.value, report.error, feed.error_count + 1, _when(report.next_poll_at))
@@ -285,8 +287,8 @@ class Poller:
                 try:
                     report = future.result()
                 except Exception as exc:  # a store failure (disk full...): report it, keep going
-                    log.error("feed %r <%s>: could not be stored: %s", feed.display_title, feed.url, exc)
-                    report = PollReport(feed.id, feed.url, Outcome.STORE_ERROR, error=f"storing failed: {exc}")
+                    log.error("feed %r <%s>: poll failed: %s", feed.display_title, feed.url, exc)
+                    report = PollReport(feed.id, feed.url, Outcome.STORE_ERROR, error=f"poll failed: {exc}")
                 reports.append(report)
                 if on_done is not None:
                     on_done(report)

@@ -49,6 +49,7 @@ EARLIEST_PLAUSIBLE = datetime(1971, 1, 1, tzinfo=timezone.utc)  # epoch 0 is a p
 
 # Fold rules: why an entry of a document did not become an article of its own.
 FOLD_SAME_KEY = "same-key-in-document"
+DROP_EMPTY = "empty-entry"  # no id, link, title, text, enclosure or date: nothing to show (a cut-off tail)
 
 
 _RFC822_NO_ZONE = re.compile(
@@ -117,7 +118,26 @@ def _looks_like_json(body: bytes, content_type: str) -> bool:
     return head.startswith(b"{") or ("json" in content_type.lower() and not head.startswith(b"<"))
 
 
+_DOCTYPE = re.compile(rb"<!DOCTYPE\b[^\[>]*(\[)?", re.I)
+_SUBSET_END = re.compile(rb"\]\s*>")
+
+
+def without_internal_subset(body: bytes) -> bytes:
+    """The document with its DTD internal subset removed, so no entity it
+    declares can expand (billion laughs, quadratic blow-up) or reach outside
+    (external entities). feedparser keeps "safe" entities, and misses a DTD
+    written on one line; feeds have no use for either."""
+    match = _DOCTYPE.search(body, 0, 65536)
+    if match is None or match.group(1) is None:
+        return body
+    end = _SUBSET_END.search(body, match.end(1))
+    if end is None:
+        return body[:match.start()]  # an unterminated subset: nothing after it is a usable document
+    return body[:match.start(1)] + b">" + body[end.end():]
+
+
 def _parse_xml(body: bytes, url: str, headers: dict[str, str]) -> dict[str, Any]:
+    body = without_internal_subset(body)
     response_headers = dict(headers)
     # feedparser resolves relative links against Content-Location.
     response_headers["content-location"] = url
@@ -130,6 +150,10 @@ def _parse_xml(body: bytes, url: str, headers: dict[str, str]) -> dict[str, Any]
         resolve_relative_uris=False,  # nh3 resolves URLs while it sanitises
     )
     version = parsed.get("version") or ""
+    broken = isinstance(parsed.get("bozo_exception"), xml.sax.SAXParseException)
+    if version and not parsed.entries and broken:
+        raise ParseError("not a feed: the XML breaks off before any complete entry "
+                         f"({_describe(parsed.get('bozo_exception'))})")
     if not version and not parsed.entries:
         problem = parsed.get("bozo_exception")
         if not body.strip():
@@ -218,7 +242,7 @@ def _normalise(raw: dict[str, Any], url: str, now: datetime, known: Mapping[str,
     feed = raw["feed"]
     entries = raw["entries"]
     result = ParsedFeed(
-        title=to_text(feed.get("title"), _is_html(feed.get("title_detail"))) or None,
+        title=to_text(feed.get("title")) or None,
         site_url=absolute(feed.get("link"), url),
         self_url=_self_link(feed),
         language=_language(feed.get("language")),
@@ -231,6 +255,9 @@ def _normalise(raw: dict[str, Any], url: str, now: datetime, known: Mapping[str,
     keys = _entry_keys(entries, links, url)
     seen: set[str] = set()
     for entry, link, (key, rule) in zip(entries, links, keys):
+        if _is_empty(entry, link):
+            result.folded.append((key, DROP_EMPTY))
+            continue
         if key in seen:
             result.folded.append((key, FOLD_SAME_KEY))
             continue
@@ -239,8 +266,9 @@ def _normalise(raw: dict[str, Any], url: str, now: datetime, known: Mapping[str,
     return result
 
 
-def _is_html(detail: Mapping[str, Any] | None) -> bool:
-    return not detail or detail.get("type", "text/html") != "text/plain"
+def _is_empty(entry: Mapping[str, Any], link: str | None) -> bool:
+    return not (link or _guid(entry) or entry.get("title") or _first_html(entry)[0] or entry.get("enclosures")
+                or dict.get(entry, "published_parsed") or dict.get(entry, "updated_parsed"))
 
 
 def _self_link(feed: Mapping[str, Any]) -> str | None:
@@ -364,7 +392,10 @@ def _normalise_entry(
     if known.get(key) == content_hash:
         record.unchanged = True  # the store keeps what it has; skip the costly part
         return record
-    record.title = to_text(entry.get("title"), _is_html(entry.get("title_detail")))
+    # Titles are always reduced from HTML, whatever type the feed declares: RSS
+    # titles labelled plain text often carry markup, and readers of our RSS
+    # output may render a title as HTML.
+    record.title = to_text(entry.get("title"))
     record.authors = _authors(entry)
     record.summary, record.content = _texts(entry, base)
     if not record.title:

@@ -51,10 +51,21 @@ def _is_tracking_pixel(tag: str) -> bool:
     return len(_TINY.findall(tag)) >= 2 or bool(_BEACON.search(tag))
 
 
+# Pixels sized by CSS: ammonia drops the style attribute, and the size with
+# it, so they are recognised before cleaning.
+_STYLED_PIXEL = re.compile(
+    r"<img\b(?=[^>]*\bstyle\s*=\s*[\"'][^\"']*\bwidth\s*:\s*[01](?:px)?\s*(?:;|[\"']))"
+    r"(?=[^>]*\bstyle\s*=\s*[\"'][^\"']*\bheight\s*:\s*[01](?:px)?\s*(?:;|[\"']))[^>]*>",
+    re.I,
+)
+
+
 def sanitize_html(fragment: str | None, base: str | None) -> str | None:
     """Safe HTML with absolute URLs, or None when nothing visible is left."""
     if not fragment:
         return None
+    if "style" in fragment and "<img" in fragment:
+        fragment = _STYLED_PIXEL.sub("", fragment)
     clean = _cleaner(base).clean(strip_control(fragment))
     if "<img" in clean:
         clean = _IMG.sub(lambda m: "" if _is_tracking_pixel(m.group(0)) else m.group(0), clean)

@@ -23,6 +23,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from aggregator.ingest import Poller
 from aggregator.metrics import Metrics
 from aggregator.model import FeedState, PollReport, utcnow
+from aggregator.policy import backoff_interval
 from aggregator.store import Store
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ class Dispatcher:
         self._fill_lock = threading.Lock()  # one selection of due feeds at a time
         self._stopping = threading.Event()
         self._in_flight: dict[str, str] = {}  # feed id -> host
+        # Feeds whose poll could not be stored (disk full...): the database
+        # could not record their next poll, so the backoff is kept here.
+        self._held: dict[str, tuple[float, int]] = {}  # feed id -> (retry at, monotonic; failures in a row)
         self._futures: set[Future[PollReport]] = set()
         self.last_dispatch: float | None = None  # time.time()
         self.last_poll: float | None = None
@@ -136,7 +140,9 @@ class Dispatcher:
         with self._fill_lock:
             with self._lock:
                 free = self.workers - len(self._in_flight)
-                busy_ids = list(self._in_flight)
+                now = time.monotonic()
+                held = [fid for fid, (until, _) in self._held.items() if until > now]
+                busy_ids = list(self._in_flight) + held
                 per_host = Counter(self._in_flight.values())
             if free <= 0:
                 return
@@ -161,12 +167,20 @@ class Dispatcher:
     def _poll(self, feed: FeedState) -> PollReport | None:
         try:
             report = self.poller.poll(feed)
-        except Exception:
-            log.exception("feed %r <%s>: poll failed", feed.display_title, feed.url)
+        except Exception as exc:
+            with self._lock:
+                failures = self._held.get(feed.id, (0.0, 0))[1] + 1
+                timing = self.poller.timing
+                delay = backoff_interval(timing, timing.clamp(feed.interval or timing.interval), failures)
+                self._held[feed.id] = (time.monotonic() + delay, failures)
+            log.error("feed %r <%s>: could not be stored (%s: %s); trying again in %gs", feed.display_title, feed.url,
+                      type(exc).__name__, exc, delay, exc_info=log.isEnabledFor(logging.DEBUG))
             return None
         finally:
             with self._lock:
                 self._in_flight.pop(feed.id, None)
+        with self._lock:
+            self._held.pop(feed.id, None)
         if self.poller.aborted.is_set():
             return None
         self.last_poll = time.time()

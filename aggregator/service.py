@@ -23,7 +23,7 @@ from aggregator.metrics import Metrics
 from aggregator.model import PollReport, utcnow
 from aggregator.publish import Publisher, Snapshot, write_static
 from aggregator.scheduler import Dispatcher
-from aggregator.store import Store
+from aggregator.store import Store, StoreError, check_database_path
 from aggregator.web import App, SnapshotHolder, WebServer, json_body
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,11 @@ class InstanceLock:
         self._handle: IO[str] | None = None
 
     def acquire(self) -> None:
-        handle = open(self.path, "a+")
+        try:
+            handle = open(self.path, "a+")
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot create the lock file next to the database: "
+                             f"{exc.strerror or exc}; the database directory must be writable") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -368,6 +372,7 @@ def _stamp(moment: float | None) -> str | None:
 
 def run_service(config: Config) -> int:
     """`aggregator run`. Returns the exit code."""
+    check_database_path(config.database_path)  # a clear error before anything is created
     lock = InstanceLock(config.database_path)
     lock.acquire()
     try:

@@ -138,6 +138,11 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def check_database_path(path: Path) -> None:
+    """Raise StoreError when the database cannot be used at path (without opening it)."""
+    _check_file(path)
+
+
 def _check_file(path: Path) -> None:
     if path.exists():
         try:
@@ -152,6 +157,8 @@ def _check_file(path: Path) -> None:
     directory = path.parent
     if not directory.exists():
         raise StoreError(f"{directory}: the database directory does not exist; create it or change 'database' in config.yaml")
+    if not directory.is_dir():
+        raise StoreError(f"{directory}: not a directory, so the database cannot live in it; change 'database' in config.yaml")
     if not os.access(directory, os.W_OK):
         raise StoreError(f"{directory}: the database directory is not writable; SQLite needs it for its journal files")
 

@@ -197,7 +197,7 @@ def poll_once(url: str, interval: float) -> dict[str, object]:
         summary = next((line.strip() for line in text.splitlines() if line.strip().startswith("failed:")), "")
         if not summary:
             summary = next((line.strip() for line in text.splitlines() if line.startswith("Polled")), text.strip()[:200])
-        summary = re.sub(r"http://127\.0\.0\.1:\d+", "", summary)
+        summary = re.sub(r"(127\.0\.0\.1):\d+", r"\1", summary)
         return {"peak_tree": peak_total, "peak_single": peak_single, "maxrss": usage.ru_maxrss * 1024, "wall": wall,
                 "code": code, "summary": summary, "stderr": err_path.read_text(errors="replace")[-500:]}
 

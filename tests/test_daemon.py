@@ -131,13 +131,13 @@ def test_301_adopted_after_two_valid_polls_302_never(ws: Workspace, server: Feed
     ws.feeds([server.url("/old"), server.url("/temp")])
     d = start(daemons, ws)
     d.wait_until(lambda: len(server.requests_for("/new")) >= 4 and len(server.requests_for("/temp")) >= 4, 20, "four polls")
+    assert d.stop() == 0  # no poll in flight while counting
     assert len(server.requests_for("/old")) == 2  # two confirmations, then the new URL directly
     assert len(server.requests_for("/temp")) == len(server.requests_for("/temp-target"))  # 302: always via the old URL
     store = Store(ws.config().database_path)
     assert store.feed(feed_id_for(server.url("/old"))).url == server.url("/new")  # type: ignore[union-attr]
     assert store.feed(feed_id_for(server.url("/temp"))).url == server.url("/temp")  # type: ignore[union-attr]
     store.close()
-    assert d.stop() == 0
 
 
 def test_at_most_two_requests_per_host(ws: Workspace, server: FeedServer, daemons: list[Daemon]) -> None:
