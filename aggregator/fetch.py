@@ -446,7 +446,7 @@ class Fetcher:
             raise FetchFailed(Outcome.GONE, "HTTP 410 Gone: the publisher removed this feed", status)
         if status in (429, 503):
             result.retry_after = parse_retry_after(response.headers.get("retry-after"))
-            wait = f", retry after {result.retry_after:g}s" if result.retry_after is not None else ""
+            wait = f", retry after {result.retry_after:.0f}s" if result.retry_after is not None else ""
             raise FetchFailed(Outcome.RATE_LIMITED, f"HTTP {status} {response.reason or ''}".strip() + wait, status)
         if status >= 400 or status < 200 or status in REDIRECT_CODES:
             raise FetchFailed(Outcome.HTTP_ERROR, f"HTTP {status} {response.reason or ''}".strip(), status)

@@ -236,6 +236,7 @@ class Poller:
                         return PollReport(feed.id, feed.url, fetch.outcome, error="abandoned at shutdown")
                     raise
                 report.parse_seconds = time.monotonic() - parse_started
+                report.warning = parsed.warning if parsed is not None else None
         self._write(feed, fetch, parsed, body_hash, report, now)
         if self.metrics is not None:
             self.metrics.record(report)
@@ -270,9 +271,10 @@ class Poller:
                         report.outcome.value, report.error, feed.error_count + 1, _when(report.next_poll_at))
             return
         c = report.counts
-        log.info("feed %r <%s>: %s%s: %d new, %d updated, %d duplicates (%.2fs; next poll %s)", name, feed.url,
+        warning = f"; the document has problems: {report.warning}" if report.warning else ""
+        log.info("feed %r <%s>: %s%s: %d new, %d updated, %d duplicates (%.2fs; next poll %s)%s", name, feed.url,
                  report.outcome.value, f" {report.status}" if report.status else "", c.new, c.updated,
-                 c.duplicates, seconds, _when(report.next_poll_at))
+                 c.duplicates, seconds, _when(report.next_poll_at), warning)
 
     def poll_many(self, feeds: Iterable[FeedState], workers: int | None = None,
                   on_done: Callable[[PollReport], None] | None = None) -> list[PollReport]:

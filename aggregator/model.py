@@ -267,6 +267,7 @@ class PollReport:
     fetch_seconds: float = 0.0
     parse_seconds: float = 0.0
     next_poll_at: datetime | None = None
+    warning: str | None = None  # the document parsed, with problems (feedparser's bozo)
 
 
 # --- publish -------------------------------------------------------------------
