@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import listparser
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -401,6 +400,8 @@ def load_opml_feeds(path: Path) -> Subscriptions:
     except OSError as exc:
         result.errors.append(f"{path}: cannot read: {exc.strerror or exc}")
         return result
+    import listparser  # only when there is an OPML file
+
     parsed = listparser.parse(raw)
     if not parsed.get("version") or (parsed.get("bozo") and not parsed.get("feeds")):
         problem = parsed.get("bozo_exception") or "no <opml> document found"

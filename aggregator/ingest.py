@@ -19,20 +19,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout, as_completed
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterable
-
-import pebble
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from aggregator import dedupe
 from aggregator.config import Config, id_authority
 from aggregator.fetch import Fetcher, FetchLimits
-from aggregator.metrics import Metrics
 from aggregator.model import (
-    FeedState, FeedStatus, FetchResult, IngestCounts, Outcome, ParsedFeed, PollReport, utcnow,
+    FeedState, FeedStatus, FetchResult, IngestCounts, Outcome, ParseError, ParsedFeed, PollReport, utcnow,
 )
-from aggregator.parse import ParseError, parse_document
 from aggregator.policy import PollFacts, Timing, estimate_publish_interval, next_poll_at
 from aggregator.store import Store
+
+if TYPE_CHECKING:
+    from aggregator.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +52,31 @@ class ParsePool:
     def __init__(self, workers: int = 0, timeout: float = 30, recycle: int = 200):
         self.workers = workers or os.cpu_count() or 1
         self.timeout = timeout
-        context = multiprocessing.get_context("forkserver")
-        # Workers fork from a server that has already imported the parser.
-        context.set_forkserver_preload(["aggregator.parse"])
-        self._pool = pebble.ProcessPool(max_workers=self.workers, max_tasks=recycle, context=context)
+        self.recycle = recycle
+        self._pool: Any = None  # started on the first document: a poll where nothing changed needs none
+        self._start_lock = threading.Lock()
         self._closed = False
+
+    def _started(self) -> Any:
+        with self._start_lock:
+            if self._closed:
+                raise ParseError("the parser pool is shut down")
+            if self._pool is None:
+                import pebble
+
+                context = multiprocessing.get_context("forkserver")
+                # Workers fork from a server that has already imported the parser.
+                context.set_forkserver_preload(["aggregator.parse"])
+                self._pool = pebble.ProcessPool(max_workers=self.workers, max_tasks=self.recycle, context=context)
+            return self._pool
 
     def parse(self, body: bytes, url: str, headers: dict[str, str], now: datetime,
               known: dict[str, str]) -> ParsedFeed:
-        future = self._pool.schedule(parse_document, args=(body, url, headers, now, known), timeout=self.timeout)
+        import pebble
+
+        from aggregator.parse import parse_document
+
+        future = self._started().schedule(parse_document, args=(body, url, headers, now, known), timeout=self.timeout)
         try:
             return future.result()
         except FutureTimeout:
@@ -70,10 +85,12 @@ class ParsePool:
             raise ParseError(f"the parser crashed on this document (exit code {exc.exitcode})") from None
 
     def close(self) -> None:
-        if not self._closed:
+        with self._start_lock:
             self._closed = True
-            self._pool.stop()
-            self._pool.join(timeout=10)
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()
+            pool.join(timeout=10)
 
 
 class InlineParser:
@@ -82,6 +99,8 @@ class InlineParser:
 
     def parse(self, body: bytes, url: str, headers: dict[str, str], now: datetime,
               known: dict[str, str]) -> ParsedFeed:
+        from aggregator.parse import parse_document  # feedparser is imported only when a body needs parsing
+
         return parse_document(body, url, headers, now, known)
 
     def close(self) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import sys
 
-from pythonjsonlogger.json import JsonFormatter
-
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -16,6 +14,8 @@ def setup_logging(level: str = "info", fmt: str = "text", handler: logging.Handl
         root.removeHandler(existing)
     handler = handler or logging.StreamHandler(sys.stderr)
     if fmt == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
         handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
                                            rename_fields={"levelname": "level", "asctime": "time"}))
     elif not handler.formatter:

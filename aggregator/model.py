@@ -138,6 +138,11 @@ class FetchResult:
 # --- parse ------------------------------------------------------------------
 
 
+class ParseError(Exception):
+    """The document holds nothing usable as a feed."""
+
+
+
 @dataclass(frozen=True)
 class Author:
     name: str | None = None

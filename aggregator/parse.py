@@ -27,7 +27,7 @@ import feedparser
 import feedparser.mixin
 from feedparser.datetimes import _parse_date as parse_date_text
 
-from aggregator.model import Author, Enclosure, ParsedEntry, ParsedFeed
+from aggregator.model import Author, Enclosure, ParseError, ParsedEntry, ParsedFeed
 from aggregator.sanitize import sanitize_html, to_text
 from aggregator.urls import absolute, canonical_url, clean_url
 
@@ -82,10 +82,6 @@ def _date_without_zone(text: str) -> time.struct_time | None:
 
 
 feedparser.registerDateHandler(_date_without_zone)
-
-
-class ParseError(Exception):
-    """The document holds nothing usable as a feed."""
 
 
 def parse_document(
@@ -402,13 +398,25 @@ def _normalise_entry(
         record.title = _fallback_title(record.summary or record.content, link)
     record.categories = _categories(entry)
     record.enclosures = _enclosures(entry, base)
-    record.image = _image(entry, base)
+    record.image = _image(entry, base) or _first_image(record.content or record.summary)
     record.language = _language(_entry_language(entry)) or feed_language
     # dict.get, not entry.get: feedparser's own get() quietly answers
     # updated_parsed with published_parsed (and the reverse) when one is missing.
     record.published_at = _date(dict.get(entry, "published_parsed") or dict.get(entry, "created_parsed"), now)
     record.updated_at = _date(dict.get(entry, "updated_parsed"), now)
     return record
+
+
+_IMG_SRC = re.compile(r'<img\b[^>]*?\bsrc="(https?://[^"]+)"')
+
+
+def _first_image(html_text: str | None) -> str | None:
+    """The first picture in the (already sanitised, so well-formed and free of
+    tracking pixels) text, when the feed names no image of its own."""
+    if not html_text or "<img" not in html_text:
+        return None
+    match = _IMG_SRC.search(html_text)
+    return html.unescape(match.group(1)) if match else None
 
 
 def _fallback_title(html_text: str | None, link: str | None, words: int = 12) -> str:

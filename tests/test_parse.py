@@ -345,3 +345,11 @@ def test_control_characters_are_removed() -> None:
     doc = b"<rss version='2.0'><channel><title>t</title><item><title>bad\x01\x02 title\x0b</title><link>http://e.com/1</link></item></channel></rss>"
     feed = parse_document(doc, "http://e.com/feed", {}, NOW)
     assert feed.entries[0].title in ("bad title", "badtitle")
+
+
+def test_image_falls_back_to_the_first_picture_in_the_text() -> None:
+    doc = b"""<rss version="2.0"><channel><title>t</title><item><title>x</title><link>http://e.com/1</link>
+      <description><![CDATA[<p><img src="/px.gif" width="1" height="1"><img src="/photo.jpg?a=1&amp;b=2" alt="">Text</p>]]></description>
+    </item></channel></rss>"""
+    entry = parse_document(doc, "http://e.com/feed", {}, NOW).entries[0]
+    assert entry.image == "http://e.com/photo.jpg?a=1&b=2"  # not the tracking pixel
