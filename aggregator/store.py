@@ -235,6 +235,9 @@ class Store:
         if conn is None:
             conn = _connect(self.path)
             conn.row_factory = sqlite3.Row
+            # Readers are many (a connection per thread) and their reads are
+            # index lookups: a small page cache each keeps memory flat.
+            conn.execute("PRAGMA cache_size = -512")
             self._local.conn = conn
             with self._readers_lock:
                 self._readers.append(conn)
