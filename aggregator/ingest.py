@@ -17,7 +17,6 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout, as_completed
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -132,7 +131,12 @@ def feed_changes(
     error_count = feed.error_count + 1 if failed else 0
     fields["error_count"] = error_count
     fields["last_error"] = error if failed else None
-    if fetch.etag or fetch.last_modified or fetch.status in (200, 304):
+    if body_hash is None and fetch.status == 200:
+        # The body was not taken in full (it did not parse, or an edit was held
+        # back): forget the validators, so the next poll fetches it again
+        # rather than being told "not modified".
+        fields["etag"] = fields["last_modified"] = None
+    elif fetch.etag or fetch.last_modified or fetch.status in (200, 304):
         # Validators exactly as received, from every 200 and 304; a 304 that
         # omits one keeps the one we had.
         if fetch.status == 200:
@@ -180,11 +184,6 @@ def _redirect_changes(feed: FeedState, fetch: FetchResult, failed: bool) -> dict
 
 
 # --- orchestration -------------------------------------------------------------------------
-
-
-@dataclass
-class PollOptions:
-    force: bool = False  # poll even when not due (the CLI's `poll`)
 
 
 class Poller:

@@ -300,3 +300,15 @@ def test_autodiscovery_applies_the_private_address_rule(server: FeedServer, publ
     with pytest.raises(DiscoveryError, match=r"refused a link on a public page that points to a private address \(127.0.0.1\)"):
         discover(fetcher(private_networks=("127.0.0.1/32",)), public_server.url("/"))
     assert server.requests_for("/feed.xml") == []
+
+
+def test_a_broken_document_is_fetched_again_not_forgotten_behind_a_304(ws: Workspace, server: FeedServer) -> None:
+    url = server.add("/feed", b"<html><body>maintenance</body></html>", etag='"broken"', content_type="text/html")
+    ws.feeds([url])
+    assert ws.poll_url(url).outcome is Outcome.PARSE_ERROR
+    second = ws.poll_url(url)
+    assert second.outcome is Outcome.PARSE_ERROR  # not a 304 that would look healthy
+    assert not server.requests_for("/feed")[1].conditional
+    assert ws.feed(url).error_count == 2
+    server.update("/feed", body=rss([story(1)]), etag='"fixed"', content_type="application/rss+xml")
+    assert ws.poll_url(url).outcome is Outcome.OK and ws.feed(url).error_count == 0
