@@ -257,3 +257,54 @@ def test_hostile_markup_cannot_break_documents(ws: Workspace, server: FeedServer
     assert not list(tree.iter("script")) and not any(el.get("onerror") or el.get("onclick") for el in tree.iter())
     for path in ("latest.atom", "latest.rss"):
         assert not feedparser.parse(io.BytesIO(snapshot.documents[path].body)).bozo
+
+
+ATOM_NS = "{http://www.w3.org/2005/Atom}"
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
+def test_outputs_follow_their_specifications(ws: Workspace, newsroom: dict[str, str], server: FeedServer) -> None:
+    """The W3C validator cannot be reached from here, so its main rules are
+    checked directly: RFC 4287 for Atom, RSS 2.0, JSON Feed 1.1."""
+    import xml.etree.ElementTree as ET
+
+    bare = server.add("/bare", rss([Item(title="No link, no text", date="Mon, 01 Jun 2026 08:00:00 GMT")], title="Bare"))
+    ws.feeds([*[{"url": u} for u in newsroom.values()], bare])
+    ws.poll_url(bare)
+    snapshot = publish(ws)
+    feed = ET.fromstring(snapshot.documents["latest.atom"].body)
+    for name in ("id", "title", "updated"):
+        assert len(feed.findall(ATOM_NS + name)) == 1, name
+    assert RFC3339.match(feed.findtext(ATOM_NS + "updated") or "")
+    assert any(l.get("rel") == "self" and l.get("href", "").startswith("https://") for l in feed.findall(ATOM_NS + "link"))
+    entries = feed.findall(ATOM_NS + "entry")
+    assert len(entries) == 6
+    for entry in entries:
+        for name in ("id", "title", "updated", "published"):
+            assert len(entry.findall(ATOM_NS + name)) == 1, (name, entry.findtext(ATOM_NS + "title"))
+        assert RFC3339.match(entry.findtext(ATOM_NS + "updated") or "")
+        assert re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", entry.findtext(ATOM_NS + "id") or "")  # an IRI
+        authors = entry.findall(ATOM_NS + "author")
+        assert authors and all((a.findtext(ATOM_NS + "name") or "").strip() for a in authors)
+        alternate = [l for l in entry.findall(ATOM_NS + "link") if l.get("rel") == "alternate"]
+        assert alternate or entry.find(ATOM_NS + "content") is not None  # 4.1.1
+        source = entry.find(ATOM_NS + "source")
+        assert source is not None and all(source.find(ATOM_NS + n) is not None for n in ("id", "title", "updated"))
+    rss_doc = ET.fromstring(snapshot.documents["latest.rss"].body)
+    channel = rss_doc.find("channel")
+    assert channel is not None and all(channel.findtext(n) for n in ("title", "link", "description"))
+    for item in channel.findall("item"):
+        assert item.findtext("title") or item.findtext("description")
+        guid = item.find("guid")
+        assert guid is not None and (guid.get("isPermaLink") == "false" or (guid.text or "").startswith("http"))
+        assert re.match(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT$", item.findtext("pubDate") or "")
+        for enclosure in item.findall("enclosure"):
+            assert enclosure.get("url", "").startswith("http") and (enclosure.get("length") or "").isdigit() and enclosure.get("type")
+    data = json.loads(snapshot.documents["latest.json"].body)
+    assert {"version", "title", "items"} <= set(data)
+    for item in data["items"]:
+        assert isinstance(item["id"], str) and ("content_html" in item or "content_text" in item)
+        assert RFC3339.match(item["date_published"])
+        assert all(k.startswith("_") or k in {"id", "url", "external_url", "title", "content_html", "content_text",
+                                               "summary", "image", "banner_image", "date_published", "date_modified",
+                                               "authors", "tags", "language", "attachments"} for k in item)

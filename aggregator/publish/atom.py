@@ -65,6 +65,9 @@ def _entry(story: Story) -> str:
     body = body_html(story)
     if body:
         parts.append(f'<content type="html">{text(body)}</content>')
+    elif not a.url:
+        # RFC 4287 4.1.1: an entry without an alternate link must have content.
+        parts.append(f'<content type="text">{text(a.title)}</content>')
     parts.append(_source(story))
     parts.append("</entry>")
     return "\n".join(parts)
