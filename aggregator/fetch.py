@@ -17,7 +17,6 @@ servers it does not control:
 
 from __future__ import annotations
 
-import email.utils
 import heapq
 import ipaddress
 import logging
@@ -35,6 +34,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from aggregator.httpdate import parse_http_date
 from aggregator.model import FetchResult, Outcome
 
 log = logging.getLogger(__name__)
@@ -250,12 +250,9 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     value = value.strip()
     if value.isdigit():
         return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    when = parse_http_date(value)
+    if when is None:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
     now = now or datetime.now(timezone.utc)
     return max(0.0, (when - now).total_seconds())
 
@@ -272,21 +269,10 @@ def parse_max_age(headers: dict[str, str], now: datetime | None = None) -> float
             return float(match.group(1))
     expires = headers.get("expires")
     if expires:
-        try:
-            when = email.utils.parsedate_to_datetime(expires)
-        except (TypeError, ValueError, IndexError):
+        when = parse_http_date(expires)
+        if when is None:
             return 0.0  # an invalid Expires means "already expired" (RFC 9111 5.3)
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        base = now or datetime.now(timezone.utc)
-        date = headers.get("date")
-        if date:
-            try:
-                base = email.utils.parsedate_to_datetime(date)
-                if base.tzinfo is None:
-                    base = base.replace(tzinfo=timezone.utc)
-            except (TypeError, ValueError, IndexError):
-                pass
+        base = parse_http_date(headers.get("date")) or now or datetime.now(timezone.utc)
         return max(0.0, (when - base).total_seconds())
     return None
 

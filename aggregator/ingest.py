@@ -270,7 +270,7 @@ class Poller:
                 plan = dedupe.plan(feed.id, parsed.entries, existing, now, self.authority)
                 tx.apply(plan, now)
                 report.counts = plan.counts
-                for key, rule in parsed.folded:
+                for _key, rule in parsed.folded:
                     plan.counts.folded[rule] = plan.counts.folded.get(rule, 0) + 1
                 if plan.reparse_needed:
                     body_hash = None

@@ -14,7 +14,7 @@ TRACKING_PARAMS = frozenset(
         "_openstat", "fb_action_ids", "fb_action_types", "fb_ref", "fb_source", "ga_source",
         "ga_medium", "ga_campaign", "ga_content", "ga_term", "at_medium", "at_campaign",
         "oly_anon_id", "oly_enc_id", "vero_id", "vero_conv", "rb_clickid", "s_cid", "sc_cid",
-        "wt_mc", "wt.mc_id", "__twitter_impression", "_ga", "_gl", "ito", "cmp", "cmpid",
+        "wt_mc", "wt.mc_id", "__twitter_impression", "_ga", "_gl", "ito", "cmp",
         "xtor", "guccounter", "guce_referrer", "guce_referrer_sig", "spm", "soc_src", "soc_trk",
     }
 )

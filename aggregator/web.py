@@ -8,14 +8,14 @@ HEAD of known paths are served; nothing is ever read from the filesystem.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import re
 import threading
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable, Iterable
 
+from aggregator.httpdate import format_http_date, parse_http_date
 from aggregator.publish import Document, Snapshot
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,6 @@ class SnapshotHolder:
             self._snapshot = snapshot
 
 
-def _http_date(moment: datetime) -> str:
-    return email.utils.format_datetime(moment.astimezone(timezone.utc), usegmt=True)
-
-
 def _etag_matches(header: str, etag: str) -> bool:
     if header.strip() == "*":
         return True
@@ -63,13 +59,8 @@ def _etag_matches(header: str, etag: str) -> bool:
 
 
 def _not_modified_since(header: str, last_modified: datetime) -> bool:
-    try:
-        since = email.utils.parsedate_to_datetime(header)
-    except (TypeError, ValueError, IndexError):
-        return False
-    if since.tzinfo is None:
-        since = since.replace(tzinfo=timezone.utc)
-    return last_modified.replace(microsecond=0) <= since
+    since = parse_http_date(header)
+    return since is not None and last_modified.replace(microsecond=0) <= since
 
 
 def _accepts_gzip(header: str) -> bool:
@@ -114,7 +105,7 @@ class App:
         headers = [("ETag", document.etag), ("Vary", "Accept-Encoding"),
                    ("Cache-Control", f"public, max-age={self.max_age}")]
         if document.last_modified is not None:
-            headers.append(("Last-Modified", _http_date(document.last_modified)))
+            headers.append(("Last-Modified", format_http_date(document.last_modified)))
         if_none_match = environ.get("HTTP_IF_NONE_MATCH")
         if_modified_since = environ.get("HTTP_IF_MODIFIED_SINCE")
         not_modified = (

@@ -136,3 +136,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture
+def daemons() -> "Iterator[list]":
+    """Daemons a test starts (tests.daemon.Daemon); killed if still running at the end."""
+    started: list = []
+    yield started
+    for daemon in started:
+        daemon.kill()

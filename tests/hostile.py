@@ -105,7 +105,7 @@ RSS_HEAD = (b'<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channe
 
 
 def _item_block(n: int) -> bytes:
-    one = (f"<item><title>Filler {{}}</title><link>http://huge.example/{{}}</link><description>"
+    one = ("<item><title>Filler {}</title><link>http://huge.example/{}</link><description>"
            + "x" * 400 + "</description></item>\n")
     return "".join(one.format(i, i) for i in range(n)).encode()
 

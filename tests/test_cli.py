@@ -74,7 +74,7 @@ def test_feeds_list_shows_state(ws: Workspace, server: FeedServer) -> None:
 
 def test_feeds_add_with_autodiscovery(ws: Workspace, server: FeedServer) -> None:
     feed = server.add("/news/feed.xml", rss([story(1)], title="Discovered News"))
-    server.add("/", f"""<!doctype html><html><head><title>Site</title>
+    server.add("/", """<!doctype html><html><head><title>Site</title>
         <link rel="alternate" type="application/rss+xml" title="RSS" href="/news/feed.xml">
         </head><body>hello</body></html>""", content_type="text/html; charset=utf-8")
     proc = run_cli("feeds", "add", server.url("/"), "--tag", "World", "--config", str(ws.config_path))

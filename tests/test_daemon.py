@@ -7,10 +7,8 @@ import json
 import signal
 import threading
 import time
-from typing import Iterator
 
 import feedparser
-import pytest
 
 from aggregator.config import feed_id_for
 from aggregator.store import Store
@@ -18,14 +16,6 @@ from tests.conftest import Workspace, run_cli
 from tests.daemon import Daemon, gaps, write_feeds
 from tests.feedgen import rss, story
 from tests.fixture_server import FeedServer, Handler
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.kill()
 
 
 def start(daemons: list[Daemon], ws: Workspace, **polling: object) -> Daemon:

@@ -97,14 +97,6 @@ def public_server() -> Iterator[FeedServer]:
     close_fast(srv)
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.kill()
-
-
 # --- the standard scenario: a good feed next to one that turns hostile ------------------------------------
 
 

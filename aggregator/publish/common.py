@@ -3,12 +3,12 @@ dates in the formats the standards ask for, and the "also reported by" note."""
 
 from __future__ import annotations
 
-import email.utils
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Sequence
 
 from aggregator import PROJECT_URL, __version__
+from aggregator.httpdate import format_http_date
 from aggregator.model import Story
 from aggregator.publish.xmlutil import attr, text
 
@@ -59,7 +59,7 @@ def rfc3339(moment: datetime) -> str:
 
 def rfc822(moment: datetime) -> str:
     """RFC 822 date with English day and month names whatever the locale."""
-    return email.utils.format_datetime(moment.astimezone(timezone.utc), usegmt=True)
+    return format_http_date(moment)
 
 
 def also_reported_html(story: Story) -> str:
