@@ -220,10 +220,8 @@ class Service:
         self.publish_loop.request()
 
     def _healthz(self) -> tuple[int, str, bytes]:
-        now = time.time()
         last = self.dispatcher.last_dispatch
-        stale_after = max(30.0, self.config.settings.polling.dispatch_every * 6)
-        alive = self.dispatcher.alive and last is not None and now - last < stale_after
+        alive = polling_is_alive(self.dispatcher.alive, last, time.time(), self.config.settings.polling.dispatch_every)
         body = {
             "status": "ok" if alive else "unhealthy",
             "scheduler_running": self.dispatcher.alive,
@@ -362,6 +360,13 @@ class Service:
         self._heartbeat()
         log.info("stopped cleanly")
         return 0
+
+
+def polling_is_alive(scheduler_running: bool, last_dispatch: float | None, now: float, dispatch_every: float) -> bool:
+    """Healthy: the scheduler runs and its dispatcher ran recently (a few
+    ticks' worth, at least 30 s, so a busy machine is not called dead)."""
+    stale_after = max(30.0, dispatch_every * 6)
+    return scheduler_running and last_dispatch is not None and now - last_dispatch < stale_after
 
 
 def _stamp(moment: float | None) -> str | None:

@@ -112,3 +112,13 @@ def test_validators_and_errors_on_the_feed() -> None:
     gone = FetchResult(url="u", outcome=Outcome.GONE, status=410)
     changes = feed_changes(_feed(), gone, Outcome.GONE, "HTTP 410 Gone", None, None, IngestCounts(), NOW, EXACT, random.Random(1))
     assert changes["status"] is FeedStatus.GONE and changes["next_poll_at"] is None and changes["error_count"] == 1
+
+
+def test_health_needs_a_running_scheduler_and_a_recent_dispatch() -> None:
+    from aggregator.service import polling_is_alive
+
+    assert polling_is_alive(True, 1000.0, 1004.0, 5)
+    assert not polling_is_alive(False, 1000.0, 1004.0, 5)  # scheduler stopped
+    assert not polling_is_alive(True, None, 1004.0, 5)  # never dispatched
+    assert not polling_is_alive(True, 1000.0, 1031.0, 5)  # stalled for over 30 s
+    assert polling_is_alive(True, 1000.0, 1050.0, 10)  # 6 ticks of 10 s
