@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta, timezone
 from typing import Callable
 from urllib.parse import urlsplit
@@ -52,15 +52,15 @@ class Dispatcher:
         # Feeds whose poll could not be stored (disk full...): the database
         # could not record their next poll, so the backoff is kept here.
         self._held: dict[str, tuple[float, int]] = {}  # feed id -> (retry at, monotonic; failures in a row)
-        self._futures: set[Future[PollReport]] = set()
         self.last_dispatch: float | None = None  # time.time()
         self.last_poll: float | None = None
         self.health: dict[str, int] = {}
         self.scheduler = BackgroundScheduler(
             timezone=timezone.utc,
-            # One thread: the dispatcher is quick, and two at once would race
-            # for the same due feeds.
-            executors={"default": SchedulerThreads(1)},
+            # One thread for the dispatcher: it is quick, and two at once would
+            # race for the same due feeds. Retention gets its own, so a long
+            # first clean-up never holds up polling.
+            executors={"default": SchedulerThreads(1), "maintenance": SchedulerThreads(1)},
             job_defaults={
                 "coalesce": True,  # after a stall, run once, not once per missed tick
                 "max_instances": 1,  # never two dispatchers at once
@@ -73,7 +73,7 @@ class Dispatcher:
         self.retention_days = retention_days
         self.retention_batch = retention_batch
         if retention_days:
-            self.scheduler.add_job(self.retention, "interval", hours=6, id="retention",
+            self.scheduler.add_job(self.retention, "interval", hours=6, id="retention", executor="maintenance",
                                    next_run_time=utcnow() + timedelta(minutes=1), misfire_grace_time=3600)
 
     def reconfigure(self, per_host: int, every: float, retention_days: float, retention_batch: int) -> None:
@@ -160,9 +160,7 @@ class Dispatcher:
     def _submit(self, feed: FeedState, host: str) -> None:
         with self._lock:
             self._in_flight[feed.id] = host
-        future = self.pool.submit(self._poll, feed)
-        self._futures.add(future)
-        future.add_done_callback(self._futures.discard)
+        self.pool.submit(self._poll, feed)
 
     def _poll(self, feed: FeedState) -> PollReport | None:
         try:
