@@ -171,7 +171,7 @@ def feeds_list(config_path: Path | None, as_json: bool) -> None:
     config = _load(config_path)
     with _opened(config) as store:
         _subscriptions(config, store)
-        rows = store.feeds(with_counts=True)
+        rows = store.feeds()
     if as_json:
         for feed in rows:
             click.echo(json.dumps(_feed_json(feed), ensure_ascii=False))

@@ -28,6 +28,10 @@ from aggregator.web import App, SnapshotHolder, WebServer, json_body
 
 log = logging.getLogger(__name__)
 
+# The sources page and OPML show every feed's state, which changes on every
+# poll: rebuilt at most this often (seconds) unless stories changed too.
+SOURCES_EVERY = 30.0
+
 
 def serve_only(config: Config, store: Store, refresh_every: float = 2.0) -> None:
     """Serve the outputs of a database another process fills (`aggregator
@@ -47,7 +51,7 @@ def serve_only(config: Config, store: Store, refresh_every: float = 2.0) -> None
             try:
                 current = holder.get()
                 if (store.content_version(), store.status_version()) != (current.content_version, current.status_version):
-                    holder.set(publisher.build(current))
+                    holder.set(publisher.build(current, sources_every=SOURCES_EVERY))
                     log.info("outputs rebuilt (store changed)")
             except Exception:  # keep serving the last good snapshot
                 log.exception("could not rebuild the outputs; still serving the previous ones")
@@ -151,7 +155,7 @@ class PublishLoop:
 
     def publish_now(self) -> None:
         previous = self.holder.get()
-        snapshot = self.publisher.build(previous)
+        snapshot = self.publisher.build(previous, sources_every=SOURCES_EVERY)
         self.holder.set(snapshot)
         self.last_publish = time.time()
         if self.metrics is not None:

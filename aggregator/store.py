@@ -131,6 +131,21 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["articles"].enable_fts(["title", "summary", "content"], fts_version="FTS5", create_triggers=True)
 
 
+@migrations()
+def m002_counts_and_covering_latest(db: sqlite_utils.Database) -> None:
+    """At a million articles: the Latest walk reads feed ids from the index
+    alone (no table lookup per row), and each feed keeps its article count
+    (no GROUP BY over every article for the sources page)."""
+    db.executescript(
+        """
+        DROP INDEX articles_latest;
+        CREATE INDEX articles_latest ON articles (sort_at DESC, seq DESC, feed_id) WHERE duplicate_of IS NULL;
+        ALTER TABLE feeds ADD COLUMN article_count INTEGER NOT NULL DEFAULT 0;
+        UPDATE feeds SET article_count = (SELECT COUNT(*) FROM articles WHERE articles.feed_id = feeds.id);
+        """
+    )
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -354,21 +369,19 @@ class Store:
         rows = self._read(_FEED_SELECT + " WHERE f.url = ? OR f.configured_url = ? LIMIT 1", (url, url))
         return _feed_from_row(rows[0]) if rows else None
 
-    def feeds(self, status: FeedStatus | None = None, with_counts: bool = False) -> list[FeedState]:
+    def feeds(self, status: FeedStatus | None = None) -> list[FeedState]:
         sql = _FEED_SELECT
         params: tuple[Any, ...] = ()
         if status is not None:
             sql += " WHERE f.status = ?"
             params = (status.value,)
-        feeds = [_feed_from_row(r) for r in self._read(sql + " ORDER BY COALESCE(f.configured_title, f.title, f.url)", params)]
-        if with_counts:
-            counts = self.article_counts()
-            for feed in feeds:
-                feed.article_count = counts.get(feed.id, 0)
-        return feeds
+        return [_feed_from_row(r) for r in self._read(sql + " ORDER BY COALESCE(f.configured_title, f.title, f.url)", params)]
 
-    def article_counts(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in self._read("SELECT feed_id, COUNT(*) FROM articles GROUP BY feed_id")}
+    def feeds_by_id(self, ids: Sequence[str]) -> dict[str, FeedState]:
+        out: dict[str, FeedState] = {}
+        for part in _chunks(list(ids)):
+            out.update((r["id"], _feed_from_row(r)) for r in self._read(f"{_FEED_SELECT} WHERE f.id IN ({_marks(part)})", part))
+        return out
 
     def due_feeds(self, now: datetime, limit: int, exclude: Sequence[str] = ()) -> list[FeedState]:
         """Active feeds whose next_poll_at has come, oldest first (feeds_due index)."""
@@ -444,32 +457,33 @@ class Store:
         feeds = {f.id: f for f in self.feeds()}
         return [(_article_from_row(r), feeds[r["feed_id"]]) for r in self._read(sql, params) if r["feed_id"] in feeds]
 
-    def latest(self, limit: int, per_source: int, tag: str | None = None,
-               feeds: dict[str, FeedState] | None = None) -> list[Story]:
+    def latest(self, limit: int, per_source: int, tag: str | None = None) -> list[Story]:
         """The newest stories (representatives only), at most per_source from
         one feed, newest first by min(published, first seen), ties by arrival.
-        ``feeds`` (id -> state) saves reloading them for several calls."""
-        feeds = feeds if feeds is not None else {f.id: f for f in self.feeds()}
-        allowed = {fid for fid, f in feeds.items() if tag is None or tag in f.tags}
-        if len(allowed) <= SMALL_SCOPE:
+        Reads only the feeds it shows, so it costs the same with 10 feeds or 10,000."""
+        allowed = self.feed_ids_with_tag(tag) if tag is not None else None
+        if allowed is not None and len(allowed) <= SMALL_SCOPE:
             chosen = self._latest_by_feed(allowed, limit, per_source)
         else:
             chosen = self._latest_by_scan(allowed, limit, per_source)
         if not chosen:
             return []
         rows = {r["seq"]: r for r in self._read(f"SELECT * FROM articles WHERE seq IN ({_marks(chosen)})", chosen)}
+        duplicates: list[sqlite3.Row] = []
+        ids = [rows[s]["id"] for s in chosen if s in rows]
+        for part in _chunks(ids):
+            duplicates += self._read(f"SELECT duplicate_of, feed_id, url, title FROM articles"
+                                     f" WHERE duplicate_of IN ({_marks(part)}) ORDER BY seq", part)
+        feeds = self.feeds_by_id({r["feed_id"] for r in rows.values()} | {r["feed_id"] for r in duplicates})
         stories = [Story(_article_from_row(rows[s]), _source(feeds[rows[s]["feed_id"]])) for s in chosen if s in rows]
         by_id = {story.article.id: story for story in stories}
-        ids = list(by_id)
-        for part in _chunks(ids):
-            for r in self._read(f"SELECT duplicate_of, feed_id, url, title FROM articles"
-                                f" WHERE duplicate_of IN ({_marks(part)}) ORDER BY seq", part):
-                feed = feeds.get(r["feed_id"])
-                if feed is not None:
-                    by_id[r["duplicate_of"]].also.append(AlsoReported(_source(feed), r["url"], r["title"]))
+        for r in duplicates:
+            feed = feeds.get(r["feed_id"])
+            if feed is not None:
+                by_id[r["duplicate_of"]].also.append(AlsoReported(_source(feed), r["url"], r["title"]))
         return stories
 
-    def _latest_by_scan(self, allowed: set[str], limit: int, per_source: int) -> list[int]:
+    def _latest_by_scan(self, allowed: set[str] | None, limit: int, per_source: int) -> list[int]:
         """Walk the articles_latest index from the top, skipping capped feeds;
         stops as soon as it has enough."""
         chosen: list[int] = []
@@ -484,7 +498,7 @@ class Store:
                 if not batch:
                     break
                 for seq, fid in batch:
-                    if fid not in allowed or per_feed.get(fid, 0) >= per_source:
+                    if (allowed is not None and fid not in allowed) or per_feed.get(fid, 0) >= per_source:
                         continue
                     per_feed[fid] = per_feed.get(fid, 0) + 1
                     chosen.append(seq)
@@ -508,12 +522,12 @@ class Store:
         return [seq for _, seq in candidates[:limit]]
 
     def tags(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for feed in self.feeds():
-            if feed.status is not FeedStatus.UNSUBSCRIBED:
-                for tag in feed.tags:
-                    seen.setdefault(tag, None)
-        return sorted(seen)
+        """Tags of the feeds that are subscribed."""
+        return [r[0] for r in self._read(
+            "SELECT DISTINCT t.value FROM feeds f, json_each(f.tags) t WHERE f.status != 'unsubscribed' ORDER BY 1")]
+
+    def feed_ids_with_tag(self, tag: str) -> set[str]:
+        return {r[0] for r in self._read("SELECT f.id FROM feeds f, json_each(f.tags) t WHERE t.value = ?", (tag,))}
 
     def search(self, query: str, limit: int = 20) -> list[Article]:
         rows = self._read(
@@ -543,6 +557,9 @@ class Store:
                     break
                 marks = ",".join("?" * len(seqs))
                 ids = [r[0] for r in conn.execute(f"SELECT id FROM articles WHERE seq IN ({marks})", seqs)]
+                conn.executemany("UPDATE feeds SET article_count = article_count - ? WHERE id = ?", [
+                    (n, fid) for fid, n in conn.execute(
+                        f"SELECT feed_id, COUNT(*) FROM articles WHERE seq IN ({marks}) GROUP BY feed_id", seqs)])
                 conn.execute(
                     f"UPDATE entry_keys SET article_seq = NULL, deleted_at = ? WHERE article_seq IN ({marks})",
                     (iso(now), *seqs),
@@ -647,6 +664,8 @@ class IngestTransaction:
                  iso(published), iso(update.updated_at), iso(min(published, first_seen)), e.content_hash, stamp,
                  update.ref.rowid),
             )
+        if plan.inserts:
+            conn.execute("UPDATE feeds SET article_count = article_count + ? WHERE id = ?", (len(plan.inserts), self.feed_id))
         if plan.inserts or plan.updates:
             self.store._bump_content_version(conn)
 
@@ -691,7 +710,6 @@ def _marks(items: Sequence[Any]) -> str:
 
 
 def _feed_from_row(r: sqlite3.Row) -> FeedState:
-    keys = r.keys()
     return FeedState(
         id=r["id"], url=r["url"], configured_url=r["configured_url"], title=r["title"],
         configured_title=r["configured_title"], site_url=r["site_url"], tags=tuple(json.loads(r["tags"] or "[]")),
@@ -700,7 +718,7 @@ def _feed_from_row(r: sqlite3.Row) -> FeedState:
         error_count=r["error_count"], last_error=r["last_error"], next_poll_at=from_iso(r["next_poll_at"]),
         retry_after=from_iso(r["retry_after"]), redirect_url=r["redirect_url"], redirect_seen=r["redirect_seen"],
         status=FeedStatus(r["status"]), publish_interval=r["publish_interval"], updated_at=from_iso(r["updated_at"]),
-        article_count=r["article_count"] if "article_count" in keys else 0,
+        article_count=r["article_count"],
     )
 
 

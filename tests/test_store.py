@@ -156,3 +156,15 @@ def test_retention_job_deletes_old_articles(ws: Workspace, server: FeedServer) -
     dispatcher.retention()
     assert [a.title for a, _ in ws.store.articles()] == ["Story 2"]
     assert calls == [None]  # a republish was asked for
+
+
+def test_article_counts_follow_inserts_and_retention(ws: Workspace, server: FeedServer) -> None:
+    url = server.add("/feed", rss([story(i) for i in range(4)]))
+    ws.feeds([url])
+    ws.poll_url(url)
+    assert ws.feed(url).article_count == 4
+    ws.store.delete_older_than(utcnow() + timedelta(days=1), batch=3, now=utcnow())
+    assert ws.feed(url).article_count == 0
+    server.update("/feed", body=rss([story(i) for i in range(5)]))
+    ws.poll_url(url)
+    assert ws.feed(url).article_count == 1

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -78,6 +79,7 @@ class Snapshot:
         return self.documents.get(path)
 
 
+SOURCE_PATHS = ("feeds", "opml")  # the documents about feeds rather than stories
 # URL path (no leading slash) -> static file, for paths that are not file names.
 STATIC_NAMES = {"": "index.html", "feeds": "feeds/index.html", "opml": "subscriptions.opml"}
 
@@ -95,39 +97,46 @@ class Publisher:
         # path -> (fingerprint of the stories shown, rendered documents): a
         # scope whose stories did not change is not rendered again.
         self._rendered: dict[str, tuple[str, dict[str, Document]]] = {}
+        self._sources_built = float("-inf")
 
     def tag_meta(self, tag: str) -> FeedMeta:
         latest = self.latest_meta
         return FeedMeta(title=f"{latest.title}: {tag}", subtitle=f"{latest.subtitle} Tag: {tag}.",
                         id=f"{latest.id}/tags/{tag}", base_url=self.base_url, path=f"tags/{tag}")
 
-    def build(self, previous: Snapshot | None = None) -> Snapshot:
-        """Render everything whose inputs changed since ``previous``."""
+    def build(self, previous: Snapshot | None = None, sources_every: float = 0.0) -> Snapshot:
+        """Render everything whose inputs changed since ``previous``.
+
+        Feed states change on every poll; ``sources_every`` > 0 rebuilds the
+        sources page and OPML on such changes at most that often (seconds),
+        so a service with thousands of feeds does not re-render them all
+        after every poll. Story changes are always rendered at once."""
         content_version = self.store.content_version()
         status_version = self.store.status_version()
         documents: dict[str, Document] = {}
-        reuse = previous is not None and previous.content_version == content_version
-        if reuse and previous is not None:
-            documents.update({p: d for p, d in previous.documents.items() if p not in ("feeds", "opml")})
+        same_content = previous is not None and previous.content_version == content_version
+        if previous is not None and same_content:
+            documents.update({p: d for p, d in previous.documents.items() if p not in SOURCE_PATHS})
         else:
             documents.update(self._render_stories())
-        if previous is not None and previous.status_version == status_version and reuse:
-            for path in ("feeds", "opml"):
-                documents[path] = previous.documents[path]
+        recent = time.monotonic() - self._sources_built < sources_every
+        if previous is not None and same_content and (previous.status_version == status_version or recent):
+            documents.update({p: previous.documents[p] for p in SOURCE_PATHS})
+            status_version = previous.status_version
         else:
             documents.update(self._render_sources())
+            self._sources_built = time.monotonic()
         return Snapshot(documents, content_version, status_version)
 
     def _render_stories(self) -> dict[str, Document]:
         documents: dict[str, Document] = {}
-        feeds = {f.id: f for f in self.store.feeds()}
-        tags = sorted({t for f in feeds.values() if f.status is not FeedStatus.UNSUBSCRIBED for t in f.tags})
-        latest = self.store.latest(self.entries, self.per_source, feeds=feeds)
+        tags = self.store.tags()
+        latest = self.store.latest(self.entries, self.per_source)
         documents.update(self._feed_documents(latest, self.latest_meta))
         updated = newest_update(latest) if latest else None
         documents[""] = Document("", render_index(latest, self.latest_meta, tags), HTML, updated)
         for tag in tags:
-            stories = self.store.latest(self.entries, self.per_source, tag=tag, feeds=feeds)
+            stories = self.store.latest(self.entries, self.per_source, tag=tag)
             documents.update(self._feed_documents(stories, self.tag_meta(tag)))
         return documents
 
@@ -145,7 +154,7 @@ class Publisher:
         return out
 
     def _render_sources(self) -> dict[str, Document]:
-        feeds = [f for f in self.store.feeds(with_counts=True) if f.status is not FeedStatus.UNSUBSCRIBED]
+        feeds = [f for f in self.store.feeds() if f.status is not FeedStatus.UNSUBSCRIBED]
         subs = [_subscription(f) for f in feeds]
         opml = render_opml(subs, f"{self.latest_meta.title}: subscriptions",
                            {f.id: f.title for f in feeds if f.title}, {f.id: f.site_url for f in feeds if f.site_url})
