@@ -352,6 +352,11 @@ class Fetcher:
             result.outcome, result.error = self._classify(exc, ctx)
         except (OSError, urllib3.exceptions.HTTPError) as exc:
             result.outcome, result.error = self._classify(exc, ctx)
+        except ValueError as exc:  # an unparseable URL, from the feed list or a Location header
+            result.outcome, result.error = Outcome.CONNECTION, f"invalid URL: {_root_cause(exc)}"
+        except Exception as exc:  # never let one server's answer break the poller
+            log.debug("%s: unexpected fetch failure", url, exc_info=True)
+            result.outcome, result.error = Outcome.CONNECTION, f"fetch failed: {type(exc).__name__}: {_root_cause(exc)}"
         finally:
             ctx.sockets = []  # the watchdog leaves finished fetches alone
             _context.value = None
@@ -460,6 +465,11 @@ class Fetcher:
                 raise FetchFailed(Outcome.TOO_LARGE, f"body is over the {limit:,}-byte limit (decompressed); stopped reading", response.status_code)
             chunks.append(chunk)
         result.bytes_read = raw.tell()
+        ctx = _current()
+        if ctx is not None and ctx.expired:
+            # The watchdog shut the socket: a body without Content-Length then
+            # looks complete, but it is cut short.
+            raise FetchFailed(Outcome.TIMEOUT, f"total deadline of {self.limits.deadline:g}s exceeded", response.status_code)
         return b"".join(chunks)
 
 

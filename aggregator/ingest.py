@@ -150,7 +150,7 @@ def feed_changes(
     if parsed is not None:
         fields.update(title=parsed.title or feed.title, site_url=parsed.site_url or feed.site_url,
                       self_url=parsed.self_url, language=parsed.language, updated_at=parsed.updated_at)
-        estimate = estimate_publish_interval(e.published_at for e in parsed.entries if not e.unchanged)
+        estimate = estimate_publish_interval(e.published_at for e in parsed.entries)
         if estimate is not None:
             publish_interval = fields["publish_interval"] = estimate
     if counts.new:
@@ -249,12 +249,20 @@ class Poller:
                 except ParseError as exc:
                     report.outcome, report.error = Outcome.PARSE_ERROR, str(exc)
                     body_hash = None
-                except Exception:
+                except Exception as exc:
                     if self.aborted.is_set():  # the parse pool was stopped under us
                         return PollReport(feed.id, feed.url, fetch.outcome, error="abandoned at shutdown")
-                    raise
+                    # Something in this document broke the parser (a bug of ours or
+                    # feedparser's): it costs this document, recorded on the feed,
+                    # and nothing else.
+                    log.debug("feed <%s>: parser failure", feed.url, exc_info=True)
+                    report.outcome = Outcome.PARSE_ERROR
+                    report.error = f"could not parse this document ({type(exc).__name__}: {str(exc)[:200]})"
+                    body_hash = None
                 report.parse_seconds = time.monotonic() - parse_started
                 report.warning = parsed.warning if parsed is not None else None
+        if self.aborted.is_set():  # shutdown gave up on this poll while it parsed: write nothing
+            return PollReport(feed.id, feed.url, fetch.outcome, error="abandoned at shutdown")
         self._write(feed, fetch, parsed, body_hash, report, now)
         if self.metrics is not None:
             self.metrics.record(report)

@@ -28,7 +28,7 @@ import feedparser.mixin
 from feedparser.datetimes import _parse_date as parse_date_text
 
 from aggregator.model import Author, Enclosure, ParseError, ParsedEntry, ParsedFeed
-from aggregator.sanitize import sanitize_html, to_text
+from aggregator.sanitize import sanitize_html, strip_control, to_text
 from aggregator.urls import absolute, canonical_url, clean_url
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ feedparser.mixin._FeedParserMixin.can_be_relative_uri = (
 # Bump when normalisation changes, so stored entries are re-normalised once.
 NORMALISER_VERSION = "1"
 MAX_KEY_LENGTH = 512
+MAX_TITLE = 1000  # characters; a longer "title" is somebody's mistake or an attack
 FUTURE_TOLERANCE = timedelta(days=1)
 EARLIEST_PLAUSIBLE = datetime(1971, 1, 1, tzinfo=timezone.utc)  # epoch 0 is a placeholder, not a date
 
@@ -114,22 +115,52 @@ def _looks_like_json(body: bytes, content_type: str) -> bool:
     return head.startswith(b"{") or ("json" in content_type.lower() and not head.startswith(b"<"))
 
 
-_DOCTYPE = re.compile(rb"<!DOCTYPE\b[^\[>]*(\[)?", re.I)
-_SUBSET_END = re.compile(rb"\]\s*>")
+_DOCTYPE = re.compile(rb"<!DOCTYPE\b")
+_DECL_STOP = re.compile(rb"[\"'\[>]")  # in the declaration: a quoted literal, the subset, or its end
+_SUBSET_STOP = re.compile(rb"[\"']|<!--|\]")  # in the subset: a literal, a comment, or its end
 
 
 def without_internal_subset(body: bytes) -> bytes:
     """The document with its DTD internal subset removed, so no entity it
     declares can expand (billion laughs, quadratic blow-up) or reach outside
-    (external entities). feedparser keeps "safe" entities, and misses a DTD
-    written on one line; feeds have no use for either."""
-    match = _DOCTYPE.search(body, 0, 65536)
-    if match is None or match.group(1) is None:
+    (external entities). feedparser keeps "safe" entities and misses a DTD
+    written on one line; feeds have no use for either. The scan respects
+    quoted literals and comments (a '>' or ']' inside them ends nothing) and
+    looks wherever the declaration is, however long the prolog."""
+    match = _DOCTYPE.search(body)
+    if match is None:
         return body
-    end = _SUBSET_END.search(body, match.end(1))
-    if end is None:
-        return body[:match.start()]  # an unterminated subset: nothing after it is a usable document
-    return body[:match.start(1)] + b">" + body[end.end():]
+    position = match.end()
+    while True:  # the declaration up to its internal subset or its end
+        stop = _DECL_STOP.search(body, position)
+        if stop is None:
+            return body[:match.start()]  # unterminated: nothing after it is a usable document
+        char = body[stop.start():stop.start() + 1]
+        if char == b">":
+            return body  # no internal subset
+        if char == b"[":
+            break
+        close = body.find(char, stop.end())
+        if close < 0:
+            return body[:match.start()]
+        position = close + 1
+    subset = stop.start()
+    position = stop.end()
+    while True:  # the subset up to its closing bracket
+        stop = _SUBSET_STOP.search(body, position)
+        if stop is None:
+            return body[:match.start()]
+        token = stop.group()
+        if token == b"]":
+            break
+        close = body.find(b"-->" if token == b"<!--" else token, stop.end())
+        if close < 0:
+            return body[:match.start()]
+        position = close + (3 if token == b"<!--" else 1)
+    end = body.find(b">", stop.end())
+    if end < 0:
+        return body[:match.start()]
+    return body[:subset] + body[end:]
 
 
 def _parse_xml(body: bytes, url: str, headers: dict[str, str]) -> dict[str, Any]:
@@ -199,33 +230,41 @@ def _str(value: Any) -> str | None:
     return str(value)
 
 
+def _only_str(value: Any) -> str | None:
+    """A JSON Feed text field: a string, or nothing (a number where a date or
+    HTML belongs is a broken feed, not something to stringify)."""
+    return value if isinstance(value, str) and value else None
+
+
 def _json_item(item: dict[str, Any]) -> dict[str, Any]:
     """A JSON Feed item in feedparser's entry shape."""
     authors = item.get("authors") or ([item["author"]] if isinstance(item.get("author"), dict) else [])
+    published, modified = _only_str(item.get("date_published")), _only_str(item.get("date_modified"))
     entry: dict[str, Any] = {
         "id": _str(item.get("id")),
-        "link": _str(item.get("url")) or _str(item.get("external_url")),
-        "title": _str(item.get("title")),
+        "link": _only_str(item.get("url")) or _only_str(item.get("external_url")),
+        "title": _only_str(item.get("title")),
         "title_detail": {"type": "text/plain"},
-        "authors": [{"name": _str(a.get("name")), "href": _str(a.get("url"))} for a in authors if isinstance(a, dict)],
-        "tags": [{"term": _str(t)} for t in item.get("tags") or [] if _str(t)],
-        "published_parsed": parse_date_text(item["date_published"]) if _str(item.get("date_published")) else None,
-        "updated_parsed": parse_date_text(item["date_modified"]) if _str(item.get("date_modified")) else None,
+        "authors": [{"name": _only_str(a.get("name")), "href": _only_str(a.get("url"))}
+                    for a in authors if isinstance(a, dict)] if isinstance(authors, list) else [],
+        "tags": [{"term": t} for t in item.get("tags") or [] if _only_str(t)] if isinstance(item.get("tags"), list) else [],
+        "published_parsed": parse_date_text(published) if published else None,
+        "updated_parsed": parse_date_text(modified) if modified else None,
         "enclosures": [
-            {"href": _str(a.get("url")), "type": _str(a.get("mime_type")), "length": _str(a.get("size_in_bytes"))}
-            for a in item.get("attachments") or [] if isinstance(a, dict) and a.get("url")
-        ],
-        "language": _str(item.get("language")),
+            {"href": _only_str(a.get("url")), "type": _only_str(a.get("mime_type")), "length": _str(a.get("size_in_bytes"))}
+            for a in item.get("attachments") or [] if isinstance(a, dict) and _only_str(a.get("url"))
+        ] if isinstance(item.get("attachments"), list) else [],
+        "language": _only_str(item.get("language")),
     }
     content = []
-    if _str(item.get("content_html")):
+    if _only_str(item.get("content_html")):
         content.append({"type": "text/html", "value": item["content_html"]})
-    elif _str(item.get("content_text")):
+    elif _only_str(item.get("content_text")):
         content.append({"type": "text/plain", "value": item["content_text"]})
     entry["content"] = content
-    if _str(item.get("summary")):
+    if _only_str(item.get("summary")):
         entry["summary_detail"] = {"type": "text/plain", "value": item["summary"]}
-    image = _str(item.get("image")) or _str(item.get("banner_image"))
+    image = _only_str(item.get("image")) or _only_str(item.get("banner_image"))
     if image:
         entry["media_thumbnail"] = [{"url": image}]
     return entry
@@ -239,7 +278,7 @@ def _normalise(raw: dict[str, Any], url: str, now: datetime, known: Mapping[str,
     entries = raw["entries"]
     result = ParsedFeed(
         title=to_text(feed.get("title")) or None,
-        site_url=absolute(feed.get("link"), url),
+        site_url=_url(feed.get("link"), url),
         self_url=_self_link(feed),
         language=_language(feed.get("language")),
         updated_at=_date(dict.get(feed, "updated_parsed"), now),
@@ -270,7 +309,7 @@ def _is_empty(entry: Mapping[str, Any], link: str | None) -> bool:
 def _self_link(feed: Mapping[str, Any]) -> str | None:
     for link in feed.get("links") or []:
         if link.get("rel") == "self" and link.get("href"):
-            return link["href"]
+            return _url(link["href"], None)
     return None
 
 
@@ -326,11 +365,18 @@ def _entry_keys(entries: list[Mapping[str, Any]], links: list[str | None], base:
 
 def _guid(entry: Mapping[str, Any]) -> str | None:
     value = entry.get("id")
-    return value.strip() if isinstance(value, str) and value.strip() else None
+    # strip_control: lone surrogates and control characters cannot be stored or published.
+    value = strip_control(value).strip() if isinstance(value, str) else ""
+    return value or None
+
+
+def _url(value: Any, base: str | None) -> str | None:
+    """An absolute http(s) URL from a feed value, or None."""
+    return absolute(strip_control(value), base) if isinstance(value, str) else None
 
 
 def _link(entry: Mapping[str, Any], base: str) -> str | None:
-    return clean_url(absolute(entry.get("link"), base))
+    return clean_url(_url(entry.get("link"), base))
 
 
 def _bounded(key: str) -> str:
@@ -385,13 +431,18 @@ def _normalise_entry(
         url=link,
         canonical_url=canonical_url(link),
     )
+    # Dates are cheap and feed the adaptive interval even for unchanged entries.
+    # dict.get, not entry.get: feedparser's own get() quietly answers
+    # updated_parsed with published_parsed (and the reverse) when one is missing.
+    record.published_at = _date(dict.get(entry, "published_parsed") or dict.get(entry, "created_parsed"), now)
+    record.updated_at = _date(dict.get(entry, "updated_parsed"), now)
     if known.get(key) == content_hash:
         record.unchanged = True  # the store keeps what it has; skip the costly part
         return record
     # Titles are always reduced from HTML, whatever type the feed declares: RSS
     # titles labelled plain text often carry markup, and readers of our RSS
     # output may render a title as HTML.
-    record.title = to_text(entry.get("title"))
+    record.title = to_text(entry.get("title"))[:MAX_TITLE]
     record.authors = _authors(entry)
     record.summary, record.content = _texts(entry, base)
     if not record.title:
@@ -400,10 +451,6 @@ def _normalise_entry(
     record.enclosures = _enclosures(entry, base)
     record.image = _image(entry, base) or _first_image(record.content or record.summary)
     record.language = _language(_entry_language(entry)) or feed_language
-    # dict.get, not entry.get: feedparser's own get() quietly answers
-    # updated_parsed with published_parsed (and the reverse) when one is missing.
-    record.published_at = _date(dict.get(entry, "published_parsed") or dict.get(entry, "created_parsed"), now)
-    record.updated_at = _date(dict.get(entry, "updated_parsed"), now)
     return record
 
 
@@ -484,7 +531,7 @@ def _authors(entry: Mapping[str, Any]) -> tuple[Author, ...]:
                 email, name = match.group(1), match.group(2).strip()
             elif re.fullmatch(r"[^\s@]+@[^\s@]+\.[^\s@]+", name):
                 email, name = name, None
-        url = absolute(item.get("href"), None)
+        url = _url(item.get("href"), None)
         author = Author(name=name, email=email, url=url)
         if (name or email) and author not in out:
             out.append(author)
@@ -513,7 +560,7 @@ def _length(value: Any) -> int | None:
 def _enclosures(entry: Mapping[str, Any], base: str) -> tuple[Enclosure, ...]:
     out: dict[str, Enclosure] = {}
     for item in entry.get("enclosures") or []:
-        url = absolute(item.get("href") or item.get("url"), base)
+        url = _url(item.get("href") or item.get("url"), base)
         if url and url not in out:
             out[url] = Enclosure(url, _mime(item.get("type")), _length(item.get("length")))
     # media:content audio and video are enclosures in all but name (podcasts, video feeds).
@@ -521,7 +568,7 @@ def _enclosures(entry: Mapping[str, Any], base: str) -> tuple[Enclosure, ...]:
         medium = (item.get("medium") or "").lower()
         mime = _mime(item.get("type"))
         if medium in ("audio", "video") or (mime and mime.split("/")[0] in ("audio", "video")):
-            url = absolute(item.get("url"), base)
+            url = _url(item.get("url"), base)
             if url and url not in out:
                 out[url] = Enclosure(url, mime, _length(item.get("filesize") or item.get("fileSize")))
     return tuple(out.values())
@@ -534,20 +581,20 @@ def _mime(value: Any) -> str | None:
 
 def _image(entry: Mapping[str, Any], base: str) -> str | None:
     for item in entry.get("media_thumbnail") or []:
-        url = absolute(item.get("url"), base)
+        url = _url(item.get("url"), base)
         if url:
             return url
     for item in entry.get("media_content") or []:
         if (item.get("medium") or "").lower() == "image" or (_mime(item.get("type")) or "").startswith("image/"):
-            url = absolute(item.get("url"), base)
+            url = _url(item.get("url"), base)
             if url:
                 return url
     for item in entry.get("enclosures") or []:
         if (_mime(item.get("type")) or "").startswith("image/"):
-            url = absolute(item.get("href"), base)
+            url = _url(item.get("href"), base)
             if url:
                 return url
     image = entry.get("image")
     if isinstance(image, Mapping):
-        return absolute(image.get("href") or image.get("url"), base)
+        return _url(image.get("href") or image.get("url"), base)
     return None

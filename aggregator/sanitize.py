@@ -52,20 +52,27 @@ def _is_tracking_pixel(tag: str) -> bool:
 
 
 # Pixels sized by CSS: ammonia drops the style attribute, and the size with
-# it, so they are recognised before cleaning.
-_STYLED_PIXEL = re.compile(
-    r"<img\b(?=[^>]*\bstyle\s*=\s*[\"'][^\"']*\bwidth\s*:\s*[01](?:px)?\s*(?:;|[\"']))"
-    r"(?=[^>]*\bstyle\s*=\s*[\"'][^\"']*\bheight\s*:\s*[01](?:px)?\s*(?:;|[\"']))[^>]*>",
-    re.I,
-)
+# it, so they are recognised before cleaning. Tags are matched up to the next
+# '<' at most, so the scan stays linear whatever the input.
+_RAW_IMG = re.compile(r"<img\b[^<>]*>?", re.I)
+_CSS_WIDTH = re.compile(r"\bwidth\s*:\s*[01](?:px)?\s*(?:;|[\"']|$)", re.I)
+_CSS_HEIGHT = re.compile(r"\bheight\s*:\s*[01](?:px)?\s*(?:;|[\"']|$)", re.I)
+
+
+def _is_css_pixel(tag: str) -> bool:
+    return "style" in tag.lower() and bool(_CSS_WIDTH.search(tag)) and bool(_CSS_HEIGHT.search(tag))
+
+
+MAX_HTML = 1_000_000  # characters of one summary or content; ammonia closes what the cut leaves open
 
 
 def sanitize_html(fragment: str | None, base: str | None) -> str | None:
     """Safe HTML with absolute URLs, or None when nothing visible is left."""
     if not fragment:
         return None
+    fragment = fragment[:MAX_HTML]
     if "style" in fragment and "<img" in fragment:
-        fragment = _STYLED_PIXEL.sub("", fragment)
+        fragment = _RAW_IMG.sub(lambda m: "" if _is_css_pixel(m.group(0)) else m.group(0), fragment)
     clean = _cleaner(base).clean(strip_control(fragment))
     if "<img" in clean:
         clean = _IMG.sub(lambda m: "" if _is_tracking_pixel(m.group(0)) else m.group(0), clean)

@@ -29,6 +29,10 @@ from aggregator.store import Store
 log = logging.getLogger(__name__)
 
 
+FILL_PAGE = 200
+FILL_SCAN = 20_000
+
+
 def _host(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
 
@@ -92,7 +96,7 @@ class Dispatcher:
         now = utcnow()
         try:
             result = self.store.delete_older_than(now - timedelta(days=self.retention_days), self.retention_batch,
-                                                  now, pause=0.05)
+                                                  now, pause=0.05, stop=self._stopping.is_set)
             # Tombstones outlive the entries by far: feeds drop old entries within days.
             purged = self.store.purge_tombstones(now - timedelta(days=self.retention_days * 4))
             if result.deleted or purged:
@@ -140,22 +144,29 @@ class Dispatcher:
         with self._fill_lock:
             with self._lock:
                 free = self.workers - len(self._in_flight)
-                now = time.monotonic()
-                held = [fid for fid, (until, _) in self._held.items() if until > now]
-                busy_ids = list(self._in_flight) + held
+                moment = time.monotonic()
+                busy = set(self._in_flight) | {fid for fid, (until, _) in self._held.items() if until > moment}
                 per_host = Counter(self._in_flight.values())
             if free <= 0:
                 return
-            # Look past feeds of busy hosts, so one big host cannot stall the rest.
-            for feed in self.store.due_feeds(utcnow(), limit=max(free * 4, 200), exclude=busy_ids):
-                if free <= 0:
-                    break
-                host = _host(feed.url)
-                if per_host[host] >= self.per_host:
-                    continue  # stays due; taken when that host has a free slot
-                per_host[host] += 1
-                free -= 1
-                self._submit(feed, host)
+            # Page past the feeds of busy hosts, so one big host cannot stall
+            # the rest (bounded: at most FILL_SCAN due feeds looked at per fill).
+            now = utcnow()
+            for offset in range(0, FILL_SCAN, FILL_PAGE):
+                page = self.store.due_feeds(now, limit=FILL_PAGE, offset=offset)
+                for feed in page:
+                    if feed.id in busy:
+                        continue
+                    host = _host(feed.url)
+                    if per_host[host] >= self.per_host:
+                        continue  # stays due; taken when that host has a free slot
+                    per_host[host] += 1
+                    free -= 1
+                    self._submit(feed, host)
+                    if free <= 0:
+                        return
+                if len(page) < FILL_PAGE:
+                    return  # no more due feeds
 
     def _submit(self, feed: FeedState, host: str) -> None:
         with self._lock:

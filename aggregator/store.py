@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import sqlite_utils
 from sqlite_utils import Migrations
@@ -383,15 +383,15 @@ class Store:
             out.update((r["id"], _feed_from_row(r)) for r in self._read(f"{_FEED_SELECT} WHERE f.id IN ({_marks(part)})", part))
         return out
 
-    def due_feeds(self, now: datetime, limit: int, exclude: Sequence[str] = ()) -> list[FeedState]:
-        """Active feeds whose next_poll_at has come, oldest first (feeds_due index)."""
+    def due_feeds(self, now: datetime, limit: int, offset: int = 0) -> list[FeedState]:
+        """Active feeds whose next_poll_at has come, oldest first (feeds_due
+        index): positions offset .. offset+limit of that order."""
         rows = self._read(
             "SELECT f.* FROM feeds f WHERE f.status = 'active' AND f.next_poll_at <= ?"
-            " ORDER BY f.next_poll_at LIMIT ?",
-            (iso_ms(now), limit + len(exclude)),
+            " ORDER BY f.next_poll_at, f.id LIMIT ? OFFSET ?",
+            (iso_ms(now), limit, offset),
         )
-        skip = set(exclude)
-        return [_feed_from_row(r) for r in rows if r["id"] not in skip][:limit]
+        return [_feed_from_row(r) for r in rows]
 
     def next_due_at(self) -> datetime | None:
         rows = self._read("SELECT MIN(next_poll_at) FROM feeds WHERE status = 'active'")
@@ -543,12 +543,14 @@ class Store:
 
     # --- retention -----------------------------------------------------------------------
 
-    def delete_older_than(self, cutoff: datetime, batch: int, now: datetime, pause: float = 0.0) -> RetentionResult:
+    def delete_older_than(self, cutoff: datetime, batch: int, now: datetime, pause: float = 0.0,
+                          stop: Callable[[], bool] = lambda: False) -> RetentionResult:
         """Delete articles whose story time is before cutoff, in short batches
-        so polling keeps writing in between. Their entry keys stay as
-        tombstones, so an entry still in its feed is not added again."""
+        so polling keeps writing in between (and ``stop`` is asked between
+        batches). Their entry keys stay as tombstones, so an entry still in
+        its feed is not added again."""
         deleted = batches = 0
-        while True:
+        while not stop():
             with self._writing() as conn:
                 seqs = [r[0] for r in conn.execute(
                     "SELECT seq FROM articles WHERE sort_at < ? ORDER BY sort_at LIMIT ?", (iso(cutoff), batch)

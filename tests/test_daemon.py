@@ -278,3 +278,30 @@ def test_edits_to_feeds_apply_without_a_signal(ws: Workspace, server: FeedServer
     d.wait_until(lambda: len(server.requests_for("/b")) >= 2, 15, "the added feed polled without a SIGHUP")
     assert "changed: reloading" in d.log
     assert d.stop() == 0
+
+
+def test_one_big_host_does_not_starve_the_others(ws: Workspace, server: FeedServer) -> None:
+    from aggregator.scheduler import Dispatcher
+    from tests.fixture_server import FeedServer as Server
+
+    release = threading.Event()
+
+    def slow(h: Handler) -> None:
+        release.wait(10)
+        h.send_plain(500, b"busy")
+
+    big = [server.add(f"/big{i}", handler=slow) for i in range(300)]
+    other = Server(host="127.0.0.2")
+    try:
+        small = [other.add(f"/small{i}", handler=slow) for i in range(5)]
+        ws.feeds(big + small)  # the big host's 300 feeds come first in due order
+        ws.sync()
+        dispatcher = Dispatcher(ws.store, ws.poller(), workers=8, per_host=2, every=60, on_polled=lambda r: None)
+        dispatcher._fill()
+        hosts = sorted(dispatcher._in_flight.values())
+        assert hosts == ["127.0.0.1"] * 2 + ["127.0.0.2"] * 2  # both hosts at their limit of 2
+        release.set()
+        dispatcher.stop(5)
+    finally:
+        release.set()
+        other.close()

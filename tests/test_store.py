@@ -64,7 +64,8 @@ def test_missing_directory(tmp_path: Path) -> None:
 def test_hot_queries_use_indexes(ws: Workspace) -> None:
     store = ws.store
     plans = {
-        "due feeds": store.explain("SELECT * FROM feeds WHERE status = 'active' AND next_poll_at <= ? ORDER BY next_poll_at LIMIT 10", ("x",)),
+        "due feeds": store.explain("SELECT f.* FROM feeds f WHERE f.status = 'active' AND f.next_poll_at <= ?"
+                                   " ORDER BY f.next_poll_at, f.id LIMIT ? OFFSET ?", ("x", 200, 0)),
         "entry key": store.explain("SELECT * FROM entry_keys WHERE feed_id = ? AND entry_key IN (?, ?)", ("a", "b", "c")),
         "canonical in feed": store.explain("SELECT * FROM articles INDEXED BY articles_feed_canonical WHERE feed_id = ? AND canonical_url IN (?)", ("a", "b")),
         "canonical across feeds": store.explain("SELECT * FROM articles WHERE canonical_url IN (?) AND duplicate_of IS NULL", ("a",)),
