@@ -76,6 +76,7 @@ class Plan:
     aliases: list[Alias] = field(default_factory=list)
     counts: IngestCounts = field(default_factory=IngestCounts)
     reparse_needed: bool = False  # an edit was held back: parse this body again next poll
+    tombstone_hits: list[str] = field(default_factory=list)  # keys of deleted articles still in the feed
 
 
 def minted_id(authority: str, feed_id: str, entry_key: str, first_seen: datetime) -> str:
@@ -106,6 +107,7 @@ def plan(
     for entry in entries:
         if entry.entry_key in existing.tombstones:
             counts.folded[RULE_TOMBSTONE] = counts.folded.get(RULE_TOMBSTONE, 0) + 1
+            result.tombstone_hits.append(entry.entry_key)
             continue
         ref = existing.by_key.get(entry.entry_key)
         canonical = entry.canonical_url if entry.canonical_url in usable_urls else None

@@ -149,7 +149,8 @@ def feed_changes(
     publish_interval = feed.publish_interval
     if parsed is not None:
         fields.update(title=parsed.title or feed.title, site_url=parsed.site_url or feed.site_url,
-                      self_url=parsed.self_url, language=parsed.language, updated_at=parsed.updated_at)
+                      self_url=parsed.self_url, language=parsed.language, updated_at=parsed.updated_at,
+                      ttl=parsed.ttl, last_parsed_at=now)
         estimate = estimate_publish_interval(e.published_at for e in parsed.entries)
         if estimate is not None:
             publish_interval = fields["publish_interval"] = estimate
@@ -162,7 +163,7 @@ def feed_changes(
         fields["status"] = FeedStatus.ACTIVE  # polled by hand (`poll --feed`) and it is back
     facts = PollFacts(
         outcome=outcome, error_count=error_count, max_age=fetch.max_age,
-        ttl=parsed.ttl if parsed is not None else None, retry_after=fetch.retry_after,
+        ttl=parsed.ttl if parsed is not None else feed.ttl, retry_after=fetch.retry_after,
     )
     fields["next_poll_at"] = next_poll_at(now, facts, timing, feed.interval, publish_interval, rng)
     fields["retry_after"] = fields["next_poll_at"] if fetch.retry_after is not None else None

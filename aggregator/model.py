@@ -87,6 +87,7 @@ class FeedState:
     publish_interval: float | None = None  # observed mean gap between entries, seconds
     updated_at: datetime | None = None  # the source feed's own updated date
     article_count: int = 0
+    ttl: float | None = None  # RSS <ttl> from the last parsed document, seconds
 
     @property
     def display_title(self) -> str:

@@ -95,11 +95,13 @@ def next_poll_at(
     regular = regular_interval(t, feed_interval, publish_interval)
     if facts.outcome.is_error:
         delay = with_jitter(backoff_interval(t, regular, facts.error_count), t, rng)
+        ceiling = t.max_interval
         if facts.retry_after is not None:
             cap = t.retry_after_max if t.retry_after_max is not None else t.max_interval
             delay = max(delay, min(facts.retry_after, cap))
+            ceiling = max(ceiling, cap)  # a server's Retry-After may go past the ceiling, up to its own cap
         # Jitter never takes a feed below its floor or above the ceiling.
-        return now + timedelta(seconds=min(max(delay, t.min_interval), t.max_interval))
+        return now + timedelta(seconds=min(max(delay, t.min_interval), ceiling))
     delay = with_jitter(regular, t, rng)
     # A server that says "this will not change for N seconds" is believed, up to the ceiling.
     for hint in (facts.max_age, facts.ttl):

@@ -245,6 +245,7 @@ class Service:
 
     def run(self) -> int:
         settings = self.config.settings
+        self._install_signals()  # first: a SIGHUP or SIGTERM during start-up must not kill the process
         for error in self._subs_errors:
             log.error("%s (this entry is skipped)", error)
         self.store.set_meta({"service_pid": str(os.getpid()), "service_started_at": _stamp(self.started)})
@@ -252,7 +253,6 @@ class Service:
         self.publish_loop.start()
         self.web.start()
         self.dispatcher.start()
-        self._install_signals()
         log.info("aggregator running (pid %d): %d active feeds, polling every %gs by default; serving on http://%s:%d/",
                  os.getpid(), self.store.feed_health(utcnow())["active"], settings.polling.interval,
                  settings.http.host, self.web.port)

@@ -146,6 +146,19 @@ def m002_counts_and_covering_latest(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m003_ttl_and_last_parse(db: sqlite_utils.Database) -> None:
+    """RSS <ttl> is remembered between polls (a 304 has no body to read it
+    from), and each feed records when its document was last parsed, which
+    tells old tombstones (entries no longer in the feed) from live ones."""
+    db.executescript(
+        """
+        ALTER TABLE feeds ADD COLUMN ttl REAL;
+        ALTER TABLE feeds ADD COLUMN last_parsed_at TEXT;
+        """
+    )
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -566,10 +579,7 @@ class Store:
                     f"UPDATE entry_keys SET article_seq = NULL, deleted_at = ? WHERE article_seq IN ({marks})",
                     (iso(now), *seqs),
                 )
-                # A deleted story's duplicates each become their own story again.
-                conn.execute(
-                    f"UPDATE articles SET duplicate_of = NULL WHERE duplicate_of IN ({','.join('?' * len(ids))})", ids
-                )
+                self._promote_duplicates(conn, ids, seqs)
                 conn.execute(f"DELETE FROM articles WHERE seq IN ({marks})", seqs)
                 self._bump_content_version(conn)
                 deleted += len(seqs)
@@ -578,9 +588,33 @@ class Store:
                 time.sleep(pause)
         return RetentionResult(deleted=deleted, batches=batches)
 
+    @staticmethod
+    def _promote_duplicates(conn: sqlite3.Connection, ids: list[str], deleted: list[int]) -> None:
+        """A story whose representative is deleted keeps one representative:
+        its earliest surviving duplicate; the others point to that one."""
+        gone = set(deleted)
+        for part in _chunks(ids):
+            survivors: dict[str, list[tuple[int, str]]] = {}
+            for seq, article_id, rep in conn.execute(
+                f"SELECT seq, id, duplicate_of FROM articles WHERE duplicate_of IN ({_marks(part)}) ORDER BY seq", part
+            ):
+                if seq not in gone:
+                    survivors.setdefault(rep, []).append((seq, article_id))
+            for members in survivors.values():
+                (first_seq, first_id), rest = members[0], members[1:]
+                conn.execute("UPDATE articles SET duplicate_of = NULL WHERE seq = ?", (first_seq,))
+                conn.executemany("UPDATE articles SET duplicate_of = ? WHERE seq = ?", [(first_id, seq) for seq, _ in rest])
+
     def purge_tombstones(self, before: datetime) -> int:
+        """Forget keys of deleted articles that were last seen before
+        ``before`` and that the feed's document no longer lists (it has been
+        parsed since they were last seen). A tombstone of an entry still in
+        its feed is refreshed on every parse and never purged."""
         with self._writing() as conn:
-            cur = conn.execute("DELETE FROM entry_keys WHERE article_seq IS NULL AND deleted_at < ?", (iso(before),))
+            cur = conn.execute(
+                "DELETE FROM entry_keys WHERE article_seq IS NULL AND deleted_at < ? AND deleted_at <"
+                " COALESCE((SELECT last_parsed_at FROM feeds WHERE feeds.id = entry_keys.feed_id), '9999')",
+                (iso(before),))
             return cur.rowcount
 
 
@@ -668,6 +702,10 @@ class IngestTransaction:
             )
         if plan.inserts:
             conn.execute("UPDATE feeds SET article_count = article_count + ? WHERE id = ?", (len(plan.inserts), self.feed_id))
+        for part in _chunks(plan.tombstone_hits):
+            # Still in the feed: the tombstone must outlive it (see purge_tombstones).
+            conn.execute(f"UPDATE entry_keys SET deleted_at = ? WHERE feed_id = ? AND entry_key IN ({_marks(part)})",
+                         (stamp, self.feed_id, *part))
         if plan.inserts or plan.updates:
             self.store._bump_content_version(conn)
 
@@ -684,7 +722,7 @@ _FEED_COLUMNS = {
     "url", "configured_url", "configured_title", "title", "site_url", "self_url", "language", "tags", "interval",
     "etag", "last_modified", "body_hash", "last_fetch_at", "last_status", "last_outcome", "error_count",
     "last_error", "next_poll_at", "retry_after", "redirect_url", "redirect_seen", "status", "publish_interval",
-    "updated_at", "last_new_at",
+    "updated_at", "last_new_at", "ttl", "last_parsed_at",
 }
 _FEED_SELECT = "SELECT f.* FROM feeds f"
 _REF_COLUMNS = "a.seq, a.id, a.feed_id, a.content_hash, a.updated_at, a.modified_at, a.rewrites, a.duplicate_of"
@@ -720,6 +758,7 @@ def _feed_from_row(r: sqlite3.Row) -> FeedState:
         error_count=r["error_count"], last_error=r["last_error"], next_poll_at=from_iso(r["next_poll_at"]),
         retry_after=from_iso(r["retry_after"]), redirect_url=r["redirect_url"], redirect_seen=r["redirect_seen"],
         status=FeedStatus(r["status"]), publish_interval=r["publish_interval"], updated_at=from_iso(r["updated_at"]),
+        ttl=r["ttl"],
         article_count=r["article_count"],
     )
 

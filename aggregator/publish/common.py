@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Sequence
+from urllib.parse import quote
 
 from aggregator import PROJECT_URL, __version__
 from aggregator.httpdate import format_http_date
@@ -30,7 +31,7 @@ class FeedMeta:
     language: str | None = None
 
     def url(self, suffix: str) -> str:
-        return f"{self.base_url}{self.path}{suffix}"
+        return f"{self.base_url}{quote(self.path, safe='/')}{suffix}"
 
     @property
     def home_url(self) -> str:

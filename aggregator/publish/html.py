@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from html import escape
 from typing import Sequence
+from urllib.parse import quote
 
 from aggregator.model import FeedState, Story
 from aggregator.publish.common import GENERATOR, GENERATOR_VERSION, FeedMeta, entry_published, rfc3339
@@ -57,7 +58,7 @@ def _nav(meta: FeedMeta, tags: Sequence[str]) -> str:
     links = [f'<a href="{_e(meta.url(".atom"))}">Atom</a>', f'<a href="{_e(meta.url(".rss"))}">RSS</a>',
              f'<a href="{_e(meta.url(".json"))}">JSON Feed</a>', f'<a href="{_e(meta.base_url)}feeds">Sources</a>',
              f'<a href="{_e(meta.base_url)}opml">OPML</a>']
-    tag_links = " ".join(f'<a href="{_e(meta.base_url)}tags/{_e(t)}.atom">#{_e(t)}</a>' for t in tags)
+    tag_links = " ".join(f'<a href="{_e(meta.base_url)}tags/{_e(quote(t, safe=""))}.atom">#{_e(t)}</a>' for t in tags)
     return f"<nav>{' '.join(links)}</nav>" + (f'<p class="meta">Tags: {tag_links}</p>' if tags else "")
 
 
