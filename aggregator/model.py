@@ -306,8 +306,3 @@ class Story:
     article: Article
     source: Source
     also: list[AlsoReported] = field(default_factory=list)
-
-    @property
-    def sort_at(self) -> datetime:
-        published = self.article.published_at or self.article.first_seen_at
-        return min(published, self.article.first_seen_at)
