@@ -7,32 +7,45 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from aggregator import __version__
 from aggregator.config import (
-    Config, ConfigError, Subscriptions, append_feed, feed_id_for, load_config, load_opml_feeds,
+    Config,
+    ConfigError,
+    Subscriptions,
+    append_feed,
+    feed_id_for,
+    load_config,
+    load_opml_feeds,
     load_subscriptions,
 )
 from aggregator.logs import setup_logging
 from aggregator.model import Article, FeedState, FeedStatus, Outcome, PollReport, iso, utcnow
 from aggregator.store import Store, StoreError
 
+if TYPE_CHECKING:
+    from aggregator.ingest import Poller
+
 log = logging.getLogger("aggregator")
 
 
 def config_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
-        "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
         help="Path to config.yaml (default: ./config.yaml).",
     )(func)
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
@@ -42,7 +55,6 @@ def _load(config_path: Path | None) -> Config:
         return load_config(config_path)
     except ConfigError as exc:
         _fail(str(exc))
-        raise  # unreachable
 
 
 @contextmanager
@@ -51,7 +63,6 @@ def _opened(config: Config) -> Iterator[Store]:
         store = Store(config.database_path)
     except StoreError as exc:
         _fail(str(exc))
-        raise
     try:
         yield store
     finally:
@@ -90,15 +101,15 @@ def poll(config_path: Path | None, feed_url: str | None, progress: bool | None) 
     with _opened(config) as store:
         _subscriptions(config, store)
         if feed_url:
-            feed = store.feed(feed_id_for(feed_url)) if _is_url(feed_url) else None
-            feed = feed or store.feed_by_url(feed_url)
-            if feed is None:
-                _fail(f"{feed_url} is not subscribed; add it with: aggregator feeds add {feed_url}")
-            feeds = [feed]
+            feeds = [
+                _known_feed(store, feed_url, f"{feed_url} is not subscribed; add it with: aggregator feeds add URL")
+            ]
         else:
             feeds = store.feeds(FeedStatus.ACTIVE)
         if not feeds:
-            click.echo(f"No feeds to poll: add some to {config.feeds_dir}/ (see README) or run: aggregator feeds add URL")
+            click.echo(
+                f"No feeds to poll: add some to {config.feeds_dir}/ (see README) or run: aggregator feeds add URL"
+            )
             return
         started = time.monotonic()
         poller = Poller(store, config, parser=make_parser(config, len(feeds)))
@@ -109,6 +120,15 @@ def poll(config_path: Path | None, feed_url: str | None, progress: bool | None) 
         _print_summary(reports, time.monotonic() - started, {f.id: f for f in feeds})
         if feed_url and reports and reports[0].outcome.is_error:
             sys.exit(1)
+
+
+def _known_feed(store: Store, url: str, message: str) -> FeedState:
+    """The stored feed a URL (or its configured URL) names; exits with message when none does."""
+    feed = store.feed(feed_id_for(url)) if _is_url(url) else None
+    feed = feed or store.feed_by_url(url)
+    if feed is None:
+        _fail(message)
+    return feed
 
 
 def _is_url(text: str) -> bool:
@@ -123,13 +143,14 @@ def _setup_cli_logging(config: Config, progress: bool) -> None:
         from aggregator.progress import console
 
         # Feed lines go above the bar; only problems are worth showing there.
-        setup_logging("warning" if level == "info" else level, "text",
-                      RichHandler(console=console, show_path=False, markup=False))
+        setup_logging(
+            "warning" if level == "info" else level, "text", RichHandler(console=console, show_path=False, markup=False)
+        )
     else:
         setup_logging(level, config.settings.logging.format)
 
 
-def _run_with_progress(poller: Any, feeds: list[FeedState], show: bool) -> list[PollReport]:
+def _run_with_progress(poller: Poller, feeds: list[FeedState], show: bool) -> list[PollReport]:
     if not show:
         return poller.poll_many(feeds)
     from aggregator.progress import feed_progress
@@ -183,11 +204,21 @@ def feeds_list(config_path: Path | None, as_json: bool) -> None:
 
 def _feed_json(feed: FeedState) -> dict[str, Any]:
     return {
-        "id": feed.id, "title": feed.display_title, "url": feed.url, "configured_url": feed.configured_url,
-        "site_url": feed.site_url, "tags": list(feed.tags), "status": feed.status.value,
-        "last_status": feed.last_status, "last_outcome": feed.last_outcome, "last_fetch_at": iso(feed.last_fetch_at),
-        "articles": feed.article_count, "next_poll_at": iso(feed.next_poll_at), "error_count": feed.error_count,
-        "last_error": feed.last_error, "redirect_url": feed.redirect_url,
+        "id": feed.id,
+        "title": feed.display_title,
+        "url": feed.url,
+        "configured_url": feed.configured_url,
+        "site_url": feed.site_url,
+        "tags": list(feed.tags),
+        "status": feed.status.value,
+        "last_status": feed.last_status,
+        "last_outcome": feed.last_outcome,
+        "last_fetch_at": iso(feed.last_fetch_at),
+        "articles": feed.article_count,
+        "next_poll_at": iso(feed.next_poll_at),
+        "error_count": feed.error_count,
+        "last_error": feed.last_error,
+        "redirect_url": feed.redirect_url,
     }
 
 
@@ -196,9 +227,15 @@ def _feed_json(feed: FeedState) -> dict[str, Any]:
 @click.argument("url")
 @click.option("--tag", "tags", multiple=True, help="Tag for the feed (repeatable).")
 @click.option("--title", help="Title to show instead of the feed's own.")
-@click.option("--file", "file_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Subscription file to add it to (default: feeds/added.yaml).")
-def feeds_add(config_path: Path | None, url: str, tags: tuple[str, ...], title: str | None, file_path: Path | None) -> None:
+@click.option(
+    "--file",
+    "file_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Subscription file to add it to (default: feeds/added.yaml).",
+)
+def feeds_add(
+    config_path: Path | None, url: str, tags: tuple[str, ...], title: str | None, file_path: Path | None
+) -> None:
     """Subscribe to URL (a feed, or a site page that links to its feed)."""
     from aggregator.discover import DiscoveryError, discover
     from aggregator.fetch import Fetcher, FetchLimits
@@ -211,7 +248,6 @@ def feeds_add(config_path: Path | None, url: str, tags: tuple[str, ...], title: 
         found = discover(fetcher, url)
     except DiscoveryError as exc:
         _fail(str(exc), 1)
-        raise
     finally:
         fetcher.close()
     existing = load_subscriptions(config.feeds_dir)
@@ -249,8 +285,10 @@ def feeds_import(config_path: Path | None, opml_file: Path) -> None:
         known.add(sub.feed_id)
         added += 1
     skipped = len(loaded.feeds) - added
-    click.echo(f"Imported {added} feed{'s' if added != 1 else ''} into {target}"
-               + (f" ({skipped} already subscribed)" if skipped else ""))
+    click.echo(
+        f"Imported {added} feed{'s' if added != 1 else ''} into {target}"
+        + (f" ({skipped} already subscribed)" if skipped else "")
+    )
 
 
 @feeds.command("export")
@@ -289,11 +327,7 @@ def articles(config_path: Path | None, limit: int, feed_url: str | None, as_json
     with _opened(config) as store:
         feed_id = None
         if feed_url:
-            feed = store.feed(feed_id_for(feed_url)) if _is_url(feed_url) else None
-            feed = feed or store.feed_by_url(feed_url)
-            if feed is None:
-                _fail(f"{feed_url} is not a known feed (see: aggregator feeds list)")
-            feed_id = feed.id
+            feed_id = _known_feed(store, feed_url, f"{feed_url} is not a known feed (see: aggregator feeds list)").id
         rows = store.articles(limit=limit or None, feed_id=feed_id)
     for article, feed in rows:
         if as_json:
@@ -301,7 +335,9 @@ def articles(config_path: Path | None, limit: int, feed_url: str | None, as_json
         else:
             when = (article.published_at or article.first_seen_at).strftime("%Y-%m-%d %H:%M")
             dup = "  (duplicate)" if article.duplicate_of else ""
-            click.echo(f"{when}  [{feed.display_title}]  {article.title or '(untitled)'}  <{article.url or article.id}>{dup}")
+            click.echo(
+                f"{when}  [{feed.display_title}]  {article.title or '(untitled)'}  <{article.url or article.id}>{dup}"
+            )
 
 
 def article_json(article: Article, feed: FeedState) -> dict[str, Any]:
@@ -334,8 +370,12 @@ def article_json(article: Article, feed: FeedState) -> dict[str, Any]:
 
 @main.command()
 @config_option
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Directory to write to (default: output.dir from config).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write to (default: output.dir from config).",
+)
 def publish(config_path: Path | None, out_dir: Path | None) -> None:
     """Write the outputs as static files (only files whose bytes changed, atomically)."""
     from aggregator.publish import Publisher, write_static
@@ -350,8 +390,10 @@ def publish(config_path: Path | None, out_dir: Path | None) -> None:
         written = write_static(snapshot, target)
     except OSError as exc:
         _fail(f"{target}: cannot write the outputs: {exc.strerror or exc}", 1)
-    click.echo(f"Published {len(snapshot.documents)} documents to {target}: {len(written)} changed"
-               + (f" ({', '.join(written[:8])}{', ...' if len(written) > 8 else ''})" if written else ""))
+    click.echo(
+        f"Published {len(snapshot.documents)} documents to {target}: {len(written)} changed"
+        + (f" ({', '.join(written[:8])}{', ...' if len(written) > 8 else ''})" if written else "")
+    )
 
 
 @main.command()
@@ -383,13 +425,10 @@ def run(config_path: Path | None, log_format: str | None, log_level: str | None)
         code = run_service(config)
     except AlreadyRunning as exc:
         _fail(str(exc), 1)
-        return
     except StoreError as exc:
         _fail(str(exc))
-        return
     except OSError as exc:
         _fail(f"cannot start: {exc}", 1)
-        return
     sys.exit(code)
 
 
@@ -408,12 +447,27 @@ def status(config_path: Path | None, as_json: bool) -> None:
         now = utcnow()
         health = store.feed_health(now)
         failing = [f for f in store.feeds(FeedStatus.ACTIVE) if f.error_count > 0]
-        meta = {k: store.get_meta(f"service_{k}") for k in ("heartbeat_at", "last_dispatch_at", "last_publish_at", "started_at")}
+        meta = {
+            k: store.get_meta(f"service_{k}")
+            for k in ("heartbeat_at", "last_dispatch_at", "last_publish_at", "started_at")
+        }
         next_due = store.next_due_at()
     info = {
-        "running": pid is not None, "pid": pid, **meta, "feeds": health, "next_poll_at": iso(next_due),
-        "failing": [{"title": f.display_title, "url": f.url, "error": f.last_error, "errors_in_a_row": f.error_count,
-                     "next_poll_at": iso(f.next_poll_at)} for f in failing],
+        "running": pid is not None,
+        "pid": pid,
+        **meta,
+        "feeds": health,
+        "next_poll_at": iso(next_due),
+        "failing": [
+            {
+                "title": f.display_title,
+                "url": f.url,
+                "error": f.last_error,
+                "errors_in_a_row": f.error_count,
+                "next_poll_at": iso(f.next_poll_at),
+            }
+            for f in failing
+        ],
     }
     if as_json:
         click.echo(json.dumps(info, ensure_ascii=False, indent=1))
@@ -421,8 +475,10 @@ def status(config_path: Path | None, as_json: bool) -> None:
     state = f"running (pid {pid})" if pid is not None else "not running"
     click.echo(f"Service: {state}; started {meta['started_at'] or '-'}, last heartbeat {meta['heartbeat_at'] or '-'}")
     click.echo(f"Last dispatch: {meta['last_dispatch_at'] or '-'}; last publish: {meta['last_publish_at'] or '-'}")
-    click.echo(f"Feeds: {health['active']} active, {health['due']} due now, {health['failing']} failing, "
-               f"{health['gone']} gone; next poll {iso(next_due) or '-'}")
+    click.echo(
+        f"Feeds: {health['active']} active, {health['due']} due now, {health['failing']} failing, "
+        f"{health['gone']} gone; next poll {iso(next_due) or '-'}"
+    )
     for f in failing:
         click.echo(f"  failing: {f.display_title} <{f.url}>: {f.last_error} ({f.error_count} in a row)")
     if pid is None:

@@ -6,6 +6,7 @@ names the file, the entry and the field, and says what was expected.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import re
@@ -100,8 +101,17 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # --- config.yaml ----------------------------------------------------------------
 
 DEFAULT_PRIVATE_NETWORKS = [
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-    "172.16.0.0/12", "192.168.0.0/16", "::1/128", "fc00::/7", "fe80::/10", "::ffff:0:0/96",
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+    "::ffff:0:0/96",
 ]
 
 
@@ -154,7 +164,7 @@ class PollingSettings(_Section):
         return value
 
     @model_validator(mode="after")
-    def _bounds(self) -> "PollingSettings":
+    def _bounds(self) -> PollingSettings:
         if self.min_interval > self.max_interval:
             raise ValueError(
                 f"min_interval ({self.min_interval:g}s) must not be longer than max_interval ({self.max_interval:g}s)"
@@ -325,7 +335,10 @@ class _FeedsFile(BaseModel):
 def feed_id_for(url: str) -> str:
     """A stable feed id from the configured URL. Based on the canonical form so
     that editing http->https or adding www. keeps the feed's history."""
-    return hashlib.sha256(canonical_url(url).encode()).hexdigest()[:12]
+    # Never fails: a URL canonical_url cannot read (validation rejects those
+    # before they get here) still gets an id of its own.
+    key = canonical_url(url) or url.strip().lower()
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 @dataclass
@@ -418,15 +431,11 @@ def load_opml_feeds(path: Path) -> Subscriptions:
         # Nested outlines become category paths ("News/World"); every level is a tag.
         for path_parts in item.get("categories", []):
             for part in path_parts:
-                try:
+                with contextlib.suppress(ValueError):
                     tags.append(_tag(part))
-                except ValueError:
-                    pass
         for tag in item.get("tags", []):
-            try:
+            with contextlib.suppress(ValueError):
                 tags.append(_tag(tag))
-            except ValueError:
-                pass
         title = item.get("title") or None
         result.feeds.append(
             Subscription(
@@ -463,8 +472,12 @@ def load_subscriptions(feeds_dir: Path) -> Subscriptions:
             if sub.feed_id in by_id:
                 first = by_id[sub.feed_id]
                 by_id[sub.feed_id] = Subscription(
-                    first.feed_id, first.url, first.title or sub.title,
-                    _merge_tags(first.tags, sub.tags), first.interval or sub.interval, first.source,
+                    first.feed_id,
+                    first.url,
+                    first.title or sub.title,
+                    _merge_tags(first.tags, sub.tags),
+                    first.interval or sub.interval,
+                    first.source,
                 )
             else:
                 by_id[sub.feed_id] = sub

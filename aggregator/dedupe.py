@@ -160,6 +160,8 @@ def _maybe_update(result: Plan, ref: StoredRef, entry: ParsedEntry, now: datetim
         counts.capped += 1
         result.reparse_needed = True
         return
-    updated_at = entry.updated_at if entry.updated_at and (ref.updated_at is None or entry.updated_at > ref.updated_at) else now
+    updated_at = (
+        entry.updated_at if entry.updated_at and (ref.updated_at is None or entry.updated_at > ref.updated_at) else now
+    )
     result.updates.append(Update(ref, entry, updated_at))
     counts.updated += 1

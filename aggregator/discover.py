@@ -9,12 +9,17 @@ from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
 from aggregator.fetch import ACCEPT_HTML, Fetcher
-from aggregator.model import Outcome
-from aggregator.parse import ParseError, parse_document
+from aggregator.model import Outcome, ParseError
+from aggregator.parse import parse_document
 
 FEED_TYPES = {
-    "application/rss+xml": 0, "application/atom+xml": 0, "application/feed+json": 1,
-    "application/json": 2, "application/rdf+xml": 1, "text/xml": 3, "application/xml": 3,
+    "application/rss+xml": 0,
+    "application/atom+xml": 0,
+    "application/feed+json": 1,
+    "application/json": 2,
+    "application/rdf+xml": 1,
+    "text/xml": 3,
+    "application/xml": 3,
 }
 
 
@@ -73,8 +78,9 @@ def discover(fetcher: Fetcher, url: str) -> Discovered:
     final = page.final_url or url
     try:
         parsed = parse_document(page.body, final, page.headers)
-        return Discovered(url=final if page.permanent_redirect else url, title=parsed.title,
-                          entries=parsed.entry_count, via=None)
+        return Discovered(
+            url=final if page.permanent_redirect else url, title=parsed.title, entries=parsed.entry_count, via=None
+        )
     except ParseError:
         pass
     text = page.body.decode(_charset(page.headers.get("content-type", "")) or "utf-8", "replace")

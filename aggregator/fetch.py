@@ -17,6 +17,7 @@ servers it does not control:
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import ipaddress
 import logging
@@ -24,10 +25,11 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.cookiejar import DefaultCookiePolicy
-from typing import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -36,6 +38,9 @@ from requests.adapters import HTTPAdapter
 
 from aggregator.httpdate import parse_http_date
 from aggregator.model import FetchResult, Outcome
+
+if TYPE_CHECKING:
+    from aggregator.config import PollingSettings
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +67,17 @@ class FetchLimits:
     pool_size: int = 8
 
     @classmethod
-    def from_settings(cls, polling: object) -> "FetchLimits":
-        p = polling
+    def from_settings(cls, p: PollingSettings) -> FetchLimits:
         return cls(
-            connect_timeout=p.connect_timeout, read_timeout=p.timeout, deadline=p.deadline,  # type: ignore[attr-defined]
-            max_bytes=p.max_bytes, max_redirects=p.max_redirects, per_host=p.per_host,  # type: ignore[attr-defined]
-            user_agent=p.user_agent, private_networks=tuple(p.private_networks),  # type: ignore[attr-defined]
-            pool_size=p.workers,  # type: ignore[attr-defined]
+            connect_timeout=p.connect_timeout,
+            read_timeout=p.timeout,
+            deadline=p.deadline,
+            max_bytes=p.max_bytes,
+            max_redirects=p.max_redirects,
+            per_host=p.per_host,
+            user_agent=p.user_agent,
+            private_networks=tuple(p.private_networks),
+            pool_size=p.workers,
         )
 
 
@@ -103,7 +112,7 @@ class AddressPolicy:
             infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
         except OSError:
             return False  # unresolvable: the fetch itself will fail
-        return any(self.is_private(info[4][0]) for info in infos)
+        return any(self.is_private(str(info[4][0])) for info in infos)
 
 
 # --- per-fetch context, shared with the connection classes through a thread-local ---
@@ -172,10 +181,8 @@ class _Watchdog:
 
 
 def _shutdown(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 _watchdog = _Watchdog()
@@ -253,7 +260,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     when = parse_http_date(value)
     if when is None:
         return None
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return max(0.0, (when - now).total_seconds())
 
 
@@ -272,13 +279,23 @@ def parse_max_age(headers: dict[str, str], now: datetime | None = None) -> float
         when = parse_http_date(expires)
         if when is None:
             return 0.0  # an invalid Expires means "already expired" (RFC 9111 5.3)
-        base = parse_http_date(headers.get("date")) or now or datetime.now(timezone.utc)
+        base = parse_http_date(headers.get("date")) or now or datetime.now(UTC)
         return max(0.0, (when - base).total_seconds())
     return None
 
 
-_KEPT_HEADERS = ("content-type", "content-location", "content-language", "etag", "last-modified",
-                 "cache-control", "expires", "date", "retry-after", "location")
+_KEPT_HEADERS = (
+    "content-type",
+    "content-location",
+    "content-language",
+    "etag",
+    "last-modified",
+    "cache-control",
+    "expires",
+    "date",
+    "retry-after",
+    "location",
+)
 
 
 # --- the fetcher -------------------------------------------------------------------
@@ -298,7 +315,9 @@ class Fetcher:
         self._proxies: dict[str, dict[str, str]] = {}
         self.session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # no cookies, ever
         self.session.max_redirects = limits.max_redirects
-        adapter = _GuardedAdapter(pool_connections=64, pool_maxsize=max(limits.per_host, limits.pool_size), max_retries=0)
+        adapter = _GuardedAdapter(
+            pool_connections=64, pool_maxsize=max(limits.per_host, limits.pool_size), max_retries=0
+        )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.clear()
@@ -329,8 +348,14 @@ class Fetcher:
                 slot = self._host_slots[host] = threading.BoundedSemaphore(self.limits.per_host)
             return slot
 
-    def fetch(self, url: str, etag: str | None = None, last_modified: str | None = None,
-              accept: str = ACCEPT, origin_private: bool | None = None) -> FetchResult:
+    def fetch(
+        self,
+        url: str,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        accept: str = ACCEPT,
+        origin_private: bool | None = None,
+    ) -> FetchResult:
         """GET a feed. Never raises for anything the server or network does:
         the outcome says what happened. ``origin_private=False`` makes the
         first hop subject to the public-to-private rule too (autodiscovered
@@ -373,10 +398,15 @@ class Fetcher:
             if isinstance(exc, requests.exceptions.ConnectTimeout):
                 return Outcome.TIMEOUT, f"connect timeout ({self.limits.connect_timeout:g}s)"
             return Outcome.TIMEOUT, f"read timeout: no data for {self.limits.read_timeout:g}s"
-        if isinstance(exc, requests.exceptions.InvalidURL) or isinstance(exc, requests.exceptions.MissingSchema):
+        if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema)):
             return Outcome.CONNECTION, f"invalid URL: {text}"
-        if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo failed" in text \
-                or "Temporary failure in name resolution" in text or "No address associated" in text:
+        if (
+            "Name or service not known" in text
+            or "nodename nor servname" in text
+            or "getaddrinfo failed" in text
+            or "Temporary failure in name resolution" in text
+            or "No address associated" in text
+        ):
             return Outcome.CONNECTION, "DNS lookup failed: host not found"
         if "Connection refused" in text:
             return Outcome.CONNECTION, "connection refused"
@@ -384,8 +414,15 @@ class Fetcher:
             return Outcome.CONNECTION, f"TLS error: {text}"
         return Outcome.CONNECTION, f"connection failed: {text}"
 
-    def _fetch(self, url: str, etag: str | None, last_modified: str | None, accept: str,
-               ctx: _FetchContext, result: FetchResult) -> None:
+    def _fetch(
+        self,
+        url: str,
+        etag: str | None,
+        last_modified: str | None,
+        accept: str,
+        ctx: _FetchContext,
+        result: FetchResult,
+    ) -> None:
         headers = {"Accept": accept}
         if etag:
             headers["If-None-Match"] = etag
@@ -401,18 +438,32 @@ class Fetcher:
                 # per-request merging (cookies we refuse anyway, environment
                 # settings we resolved once) was a fifth of a 304's cost.
                 prepared = requests.Request("GET", current, headers={**self.session.headers, **headers}).prepare()
-                response = self.session.send(prepared, stream=True, timeout=timeout, allow_redirects=False,
-                                             proxies=self._proxies_for(current), verify=True)
+                response = self.session.send(
+                    prepared,
+                    stream=True,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    proxies=self._proxies_for(current),
+                    verify=True,
+                )
                 try:
                     location = response.headers.get("location")
                     if response.status_code in REDIRECT_CODES and location:
                         target = urljoin(current, location.strip())
                         if urlsplit(target).scheme not in ("http", "https"):
-                            raise FetchFailed(Outcome.REDIRECT, f"redirect to a non-HTTP URL: {target[:200]}", response.status_code)
+                            raise FetchFailed(
+                                Outcome.REDIRECT, f"redirect to a non-HTTP URL: {target[:200]}", response.status_code
+                            )
                         if target in visited:
-                            raise FetchFailed(Outcome.REDIRECT, f"redirect loop at {target[:200]}", response.status_code)
+                            raise FetchFailed(
+                                Outcome.REDIRECT, f"redirect loop at {target[:200]}", response.status_code
+                            )
                         if len(visited) > self.limits.max_redirects:
-                            raise FetchFailed(Outcome.REDIRECT, f"more than {self.limits.max_redirects} redirects", response.status_code)
+                            raise FetchFailed(
+                                Outcome.REDIRECT,
+                                f"more than {self.limits.max_redirects} redirects",
+                                response.status_code,
+                            )
                         if permanent_so_far and response.status_code in PERMANENT_CODES:
                             result.permanent_redirect = target
                         else:
@@ -447,7 +498,11 @@ class Fetcher:
             raise FetchFailed(Outcome.HTTP_ERROR, f"HTTP {status} {response.reason or ''}".strip(), status)
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.limits.max_bytes:
-            raise FetchFailed(Outcome.TOO_LARGE, f"body of {int(declared):,} bytes is over the {self.limits.max_bytes:,}-byte limit", status)
+            raise FetchFailed(
+                Outcome.TOO_LARGE,
+                f"body of {int(declared):,} bytes is over the {self.limits.max_bytes:,}-byte limit",
+                status,
+            )
         result.body = self._read_body(response, result)
 
     def _read_body(self, response: requests.Response, result: FetchResult) -> bytes:
@@ -462,14 +517,20 @@ class Fetcher:
             size += len(chunk)
             if size > limit:
                 result.bytes_read = raw.tell()
-                raise FetchFailed(Outcome.TOO_LARGE, f"body is over the {limit:,}-byte limit (decompressed); stopped reading", response.status_code)
+                raise FetchFailed(
+                    Outcome.TOO_LARGE,
+                    f"body is over the {limit:,}-byte limit (decompressed); stopped reading",
+                    response.status_code,
+                )
             chunks.append(chunk)
         result.bytes_read = raw.tell()
         ctx = _current()
         if ctx is not None and ctx.expired:
             # The watchdog shut the socket: a body without Content-Length then
             # looks complete, but it is cut short.
-            raise FetchFailed(Outcome.TIMEOUT, f"total deadline of {self.limits.deadline:g}s exceeded", response.status_code)
+            raise FetchFailed(
+                Outcome.TIMEOUT, f"total deadline of {self.limits.deadline:g}s exceeded", response.status_code
+            )
         return b"".join(chunks)
 
 

@@ -4,7 +4,7 @@ reads Retry-After, Expires and Date; the web layer reads If-Modified-Since."""
 from __future__ import annotations
 
 import email.utils
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def parse_http_date(value: str | None) -> datetime | None:
@@ -15,8 +15,8 @@ def parse_http_date(value: str | None) -> datetime | None:
         moment = email.utils.parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError):
         return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def format_http_date(moment: datetime) -> str:
-    return email.utils.format_datetime(moment.astimezone(timezone.utc), usegmt=True)
+    return email.utils.format_datetime(moment.astimezone(UTC), usegmt=True)

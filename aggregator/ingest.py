@@ -16,15 +16,25 @@ import os
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout, as_completed
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from aggregator import dedupe
 from aggregator.config import Config, id_authority
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.model import (
-    FeedState, FeedStatus, FetchResult, IngestCounts, Outcome, ParseError, ParsedFeed, PollReport, utcnow,
+    FeedState,
+    FeedStatus,
+    FetchResult,
+    IngestCounts,
+    Outcome,
+    ParsedFeed,
+    ParseError,
+    PollReport,
+    utcnow,
 )
 from aggregator.policy import PollFacts, Timing, estimate_publish_interval, next_poll_at
 from aggregator.store import Store
@@ -69,15 +79,15 @@ class ParsePool:
                 self._pool = pebble.ProcessPool(max_workers=self.workers, max_tasks=self.recycle, context=context)
             return self._pool
 
-    def parse(self, body: bytes, url: str, headers: dict[str, str], now: datetime,
-              known: dict[str, str]) -> ParsedFeed:
+    def parse(self, body: bytes, url: str, headers: dict[str, str], now: datetime, known: dict[str, str]) -> ParsedFeed:
         import pebble
 
         from aggregator.parse import parse_document
 
         future = self._started().schedule(parse_document, args=(body, url, headers, now, known), timeout=self.timeout)
         try:
-            return future.result()
+            parsed: ParsedFeed = future.result()
+            return parsed
         except FutureTimeout:
             raise ParseError(f"parsing took longer than {self.timeout:g}s; the document was abandoned") from None
         except pebble.ProcessExpired as exc:
@@ -96,8 +106,7 @@ class InlineParser:
     """Parsing in the calling thread: for a single feed, where starting
     worker processes would cost more than it saves."""
 
-    def parse(self, body: bytes, url: str, headers: dict[str, str], now: datetime,
-              known: dict[str, str]) -> ParsedFeed:
+    def parse(self, body: bytes, url: str, headers: dict[str, str], now: datetime, known: dict[str, str]) -> ParsedFeed:
         from aggregator.parse import parse_document  # feedparser is imported only when a body needs parsing
 
         return parse_document(body, url, headers, now, known)
@@ -148,9 +157,15 @@ def feed_changes(
         fields["body_hash"] = body_hash
     publish_interval = feed.publish_interval
     if parsed is not None:
-        fields.update(title=parsed.title or feed.title, site_url=parsed.site_url or feed.site_url,
-                      self_url=parsed.self_url, language=parsed.language, updated_at=parsed.updated_at,
-                      ttl=parsed.ttl, last_parsed_at=now)
+        fields.update(
+            title=parsed.title or feed.title,
+            site_url=parsed.site_url or feed.site_url,
+            self_url=parsed.self_url,
+            language=parsed.language,
+            updated_at=parsed.updated_at,
+            ttl=parsed.ttl,
+            last_parsed_at=now,
+        )
         estimate = estimate_publish_interval(e.published_at for e in parsed.entries)
         if estimate is not None:
             publish_interval = fields["publish_interval"] = estimate
@@ -162,8 +177,11 @@ def feed_changes(
     elif not failed and feed.status is FeedStatus.GONE:
         fields["status"] = FeedStatus.ACTIVE  # polled by hand (`poll --feed`) and it is back
     facts = PollFacts(
-        outcome=outcome, error_count=error_count, max_age=fetch.max_age,
-        ttl=parsed.ttl if parsed is not None else feed.ttl, retry_after=fetch.retry_after,
+        outcome=outcome,
+        error_count=error_count,
+        max_age=fetch.max_age,
+        ttl=parsed.ttl if parsed is not None else feed.ttl,
+        retry_after=fetch.retry_after,
     )
     fields["next_poll_at"] = next_poll_at(now, facts, timing, feed.interval, publish_interval, rng)
     fields["retry_after"] = fields["next_poll_at"] if fetch.retry_after is not None else None
@@ -178,8 +196,12 @@ def _redirect_changes(feed: FeedState, fetch: FetchResult, failed: bool) -> dict
         return {"redirect_url": None, "redirect_seen": 0} if feed.redirect_url else {}
     seen = feed.redirect_seen + 1 if feed.redirect_url == target else 1
     if seen >= REDIRECT_CONFIRMATIONS:
-        log.info("%s: moved permanently to %s (confirmed on %d polls); polling the new URL from now on",
-                 feed.url, target, seen)
+        log.info(
+            "%s: moved permanently to %s (confirmed on %d polls); polling the new URL from now on",
+            feed.url,
+            target,
+            seen,
+        )
         return {"url": target, "redirect_url": None, "redirect_seen": 0}
     return {"redirect_url": target, "redirect_seen": seen}
 
@@ -190,9 +212,15 @@ def _redirect_changes(feed: FeedState, fetch: FetchResult, failed: bool) -> dict
 class Poller:
     """Polls feeds into the store. Thread-safe: the daemon's workers share one."""
 
-    def __init__(self, store: Store, config: Config, parser: ParsePool | InlineParser | None = None,
-                 metrics: Metrics | None = None, rng: random.Random | None = None,
-                 clock: Callable[[], datetime] = utcnow):
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        parser: ParsePool | InlineParser | None = None,
+        metrics: Metrics | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ):
         settings = config.settings
         self.store = store
         self.config = config
@@ -234,8 +262,15 @@ class Poller:
         now = self.clock()
         if self.aborted.is_set():
             return PollReport(feed.id, feed.url, fetch.outcome, error="abandoned at shutdown")
-        report = PollReport(feed_id=feed.id, url=feed.url, outcome=fetch.outcome, status=fetch.status,
-                            error=fetch.error, bytes_read=fetch.bytes_read, fetch_seconds=fetch.elapsed)
+        report = PollReport(
+            feed_id=feed.id,
+            url=feed.url,
+            outcome=fetch.outcome,
+            status=fetch.status,
+            error=fetch.error,
+            bytes_read=fetch.bytes_read,
+            fetch_seconds=fetch.elapsed,
+        )
         parsed: ParsedFeed | None = None
         body_hash: str | None = None
         if fetch.outcome is Outcome.OK and fetch.body is not None:
@@ -245,8 +280,9 @@ class Poller:
             else:
                 parse_started = time.monotonic()
                 try:
-                    parsed = self.parser.parse(fetch.body, fetch.final_url or feed.url, fetch.headers, now,
-                                               self.store.known_hashes(feed.id))
+                    parsed = self.parser.parse(
+                        fetch.body, fetch.final_url or feed.url, fetch.headers, now, self.store.known_hashes(feed.id)
+                    )
                 except ParseError as exc:
                     report.outcome, report.error = Outcome.PARSE_ERROR, str(exc)
                     body_hash = None
@@ -271,8 +307,15 @@ class Poller:
         self._log(name, feed, report, time.monotonic() - started)
         return report
 
-    def _write(self, feed: FeedState, fetch: FetchResult, parsed: ParsedFeed | None, body_hash: str | None,
-               report: PollReport, now: datetime) -> None:
+    def _write(
+        self,
+        feed: FeedState,
+        fetch: FetchResult,
+        parsed: ParsedFeed | None,
+        body_hash: str | None,
+        report: PollReport,
+        now: datetime,
+    ) -> None:
         with self.store.ingest(feed.id) as tx:
             if parsed is not None:
                 existing = tx.existing(parsed.entries)
@@ -284,8 +327,18 @@ class Poller:
                 if plan.reparse_needed:
                     body_hash = None
             with self._rng_lock:
-                fields = feed_changes(feed, fetch, report.outcome, report.error, parsed, body_hash,
-                                      report.counts, now, self.timing, self.rng)
+                fields = feed_changes(
+                    feed,
+                    fetch,
+                    report.outcome,
+                    report.error,
+                    parsed,
+                    body_hash,
+                    report.counts,
+                    now,
+                    self.timing,
+                    self.rng,
+                )
             visible = parsed is not None and (parsed.title != feed.title or parsed.site_url != feed.site_url)
             tx.update_feed(fields, content_visible=visible or "url" in fields or report.outcome is Outcome.GONE)
         report.next_poll_at = fields["next_poll_at"]
@@ -294,17 +347,38 @@ class Poller:
         if not log.isEnabledFor(logging.WARNING if report.outcome.is_error else logging.INFO):
             return
         if report.outcome.is_error:
-            log.warning("feed %r <%s>: %s: %s (errors in a row: %d; next poll %s)", name, feed.url,
-                        report.outcome.value, report.error, feed.error_count + 1, _when(report.next_poll_at))
+            log.warning(
+                "feed %r <%s>: %s: %s (errors in a row: %d; next poll %s)",
+                name,
+                feed.url,
+                report.outcome.value,
+                report.error,
+                feed.error_count + 1,
+                _when(report.next_poll_at),
+            )
             return
         c = report.counts
         warning = f"; the document has problems: {report.warning}" if report.warning else ""
-        log.info("feed %r <%s>: %s%s: %d new, %d updated, %d duplicates (%.2fs; next poll %s)%s", name, feed.url,
-                 report.outcome.value, f" {report.status}" if report.status else "", c.new, c.updated,
-                 c.duplicates, seconds, _when(report.next_poll_at), warning)
+        log.info(
+            "feed %r <%s>: %s%s: %d new, %d updated, %d duplicates (%.2fs; next poll %s)%s",
+            name,
+            feed.url,
+            report.outcome.value,
+            f" {report.status}" if report.status else "",
+            c.new,
+            c.updated,
+            c.duplicates,
+            seconds,
+            _when(report.next_poll_at),
+            warning,
+        )
 
-    def poll_many(self, feeds: Iterable[FeedState], workers: int | None = None,
-                  on_done: Callable[[PollReport], None] | None = None) -> list[PollReport]:
+    def poll_many(
+        self,
+        feeds: Iterable[FeedState],
+        workers: int | None = None,
+        on_done: Callable[[PollReport], None] | None = None,
+    ) -> list[PollReport]:
         """Poll feeds concurrently (fetch threads; parsing in the pool)."""
         feeds = list(feeds)
         reports: list[PollReport] = []
@@ -334,4 +408,3 @@ def make_parser(config: Config, feed_count: int) -> ParsePool | InlineParser:
     if feed_count <= 1:
         return InlineParser()
     return ParsePool(polling.parse_workers, polling.parse_timeout, polling.parse_recycle)
-

@@ -16,19 +16,27 @@ class Metrics:
         self.articles = Counter("aggregator_articles", "Entries seen, by what became of them", ["result"], registry=r)
         self.bytes = Counter("aggregator_fetched_bytes", "Bytes received from publishers (on the wire)", registry=r)
         self.fetch_seconds = Histogram(
-            "aggregator_fetch_seconds", "Time to fetch one feed", registry=r,
+            "aggregator_fetch_seconds",
+            "Time to fetch one feed",
+            registry=r,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
         self.parse_seconds = Histogram(
-            "aggregator_parse_seconds", "Time to parse and normalise one feed document", registry=r,
+            "aggregator_parse_seconds",
+            "Time to parse and normalise one feed document",
+            registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30),
         )
         self.feeds_due = Gauge("aggregator_feeds_due", "Active feeds whose next poll time has come", registry=r)
         self.feeds_failing = Gauge("aggregator_feeds_failing", "Active feeds whose last poll failed", registry=r)
         self.feeds_active = Gauge("aggregator_feeds_active", "Feeds being polled", registry=r)
         self.publishes = Counter("aggregator_publishes", "Times the outputs were rebuilt", registry=r)
-        self.last_dispatch = Gauge("aggregator_last_dispatch_timestamp_seconds", "When the dispatcher last ran", registry=r)
-        self.last_publish = Gauge("aggregator_last_publish_timestamp_seconds", "When the outputs were last rebuilt", registry=r)
+        self.last_dispatch = Gauge(
+            "aggregator_last_dispatch_timestamp_seconds", "When the dispatcher last ran", registry=r
+        )
+        self.last_publish = Gauge(
+            "aggregator_last_publish_timestamp_seconds", "When the outputs were last rebuilt", registry=r
+        )
 
     def record(self, report: PollReport) -> None:
         status = str(report.status) if report.status is not None else ""
@@ -38,8 +46,12 @@ class Metrics:
         if report.parse_seconds:
             self.parse_seconds.observe(report.parse_seconds)
         counts = report.counts
-        for result, n in (("new", counts.new - counts.duplicates), ("duplicate", counts.duplicates),
-                          ("updated", counts.updated), ("unchanged", counts.unchanged)):
+        for result, n in (
+            ("new", counts.new - counts.duplicates),
+            ("duplicate", counts.duplicates),
+            ("updated", counts.updated),
+            ("unchanged", counts.unchanged),
+        ):
             if n:
                 self.articles.labels(result=result).inc(n)
 

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(dt: datetime | None) -> str | None:
     """UTC ISO 8601 to the second, with a ``Z``; None stays None."""
     if dt is None:
         return None
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def iso_ms(dt: datetime | None) -> str | None:
@@ -28,7 +28,7 @@ def iso_ms(dt: datetime | None) -> str | None:
     as strings in SQL (so every value of a column must use the same form)."""
     if dt is None:
         return None
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def from_iso(text: str | None) -> datetime | None:
@@ -55,7 +55,7 @@ class Subscription:
 # --- feed state (how polling went; lives in the database) --------------------
 
 
-class FeedStatus(str, enum.Enum):
+class FeedStatus(enum.StrEnum):
     ACTIVE = "active"
     GONE = "gone"  # answered 410: never polled again until re-added
     UNSUBSCRIBED = "unsubscribed"  # no longer in feeds/
@@ -97,7 +97,7 @@ class FeedState:
 # --- fetch ------------------------------------------------------------------
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """What one poll of a feed came to; also the metrics label."""
 
     OK = "ok"  # 200, parsed
@@ -141,7 +141,6 @@ class FetchResult:
 
 class ParseError(Exception):
     """The document holds nothing usable as a feed."""
-
 
 
 @dataclass(frozen=True)
@@ -245,7 +244,7 @@ class IngestCounts:
     capped: int = 0  # edits held back by the churn cap
     folded: dict[str, int] = field(default_factory=dict)  # rule -> entries merged into an existing article
 
-    def add(self, other: "IngestCounts") -> None:
+    def add(self, other: IngestCounts) -> None:
         self.new += other.new
         self.updated += other.updated
         self.unchanged += other.unchanged

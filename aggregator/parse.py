@@ -20,14 +20,15 @@ import logging
 import re
 import time
 import xml.sax
-from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import feedparser
 import feedparser.mixin
 from feedparser.datetimes import _parse_date as parse_date_text
 
-from aggregator.model import Author, Enclosure, ParseError, ParsedEntry, ParsedFeed
+from aggregator.model import Author, Enclosure, ParsedEntry, ParsedFeed, ParseError
 from aggregator.sanitize import sanitize_html, strip_control, to_text
 from aggregator.urls import absolute, canonical_url, clean_url
 
@@ -37,16 +38,14 @@ log = logging.getLogger(__name__)
 # document URL, turning opaque ids such as "12345" into invented URLs that
 # change whenever the feed moves. Identity must not depend on where we
 # fetched from, so ids are taken exactly as written.
-feedparser.mixin._FeedParserMixin.can_be_relative_uri = (
-    feedparser.mixin._FeedParserMixin.can_be_relative_uri - {"id"}
-)
+feedparser.mixin._FeedParserMixin.can_be_relative_uri = feedparser.mixin._FeedParserMixin.can_be_relative_uri - {"id"}
 
 # Bump when normalisation changes, so stored entries are re-normalised once.
 NORMALISER_VERSION = "1"
 MAX_KEY_LENGTH = 512
 MAX_TITLE = 1000  # characters; a longer "title" is somebody's mistake or an attack
 FUTURE_TOLERANCE = timedelta(days=1)
-EARLIEST_PLAUSIBLE = datetime(1971, 1, 1, tzinfo=timezone.utc)  # epoch 0 is a placeholder, not a date
+EARLIEST_PLAUSIBLE = datetime(1971, 1, 1, tzinfo=UTC)  # epoch 0 is a placeholder, not a date
 
 # Fold rules: why an entry of a document did not become an article of its own.
 FOLD_SAME_KEY = "same-key-in-document"
@@ -57,7 +56,9 @@ _RFC822_NO_ZONE = re.compile(
     r"^\s*(?:[A-Za-z]{3},?\s+)?(\d{1,2})\s+([A-Za-z]{3})[a-z]*\s+(\d{4})\s+(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$"
 )
 _SLASHED = re.compile(r"^\s*(\d{4})/(\d{1,2})/(\d{1,2})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?\s*$")
-_MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+_MONTHS = {
+    m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)
+}
 
 
 def _date_without_zone(text: str) -> time.struct_time | None:
@@ -77,7 +78,7 @@ def _date_without_zone(text: str) -> time.struct_time | None:
             return None
         parts = tuple(int(g or 0) for g in match.groups())  # type: ignore[assignment]
     try:
-        return datetime(*parts, tzinfo=timezone.utc).utctimetuple()
+        return datetime(*parts, tzinfo=UTC).utctimetuple()
     except ValueError:
         return None
 
@@ -99,7 +100,7 @@ def parse_document(
     ``unchanged=True`` and without its (costly) sanitised fields.
     """
     headers = {k.lower(): v for k, v in (headers or {}).items()}
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if _looks_like_json(body, headers.get("content-type", "")):
         raw = _parse_json_feed(body)
     else:
@@ -134,32 +135,32 @@ def without_internal_subset(body: bytes) -> bytes:
     while True:  # the declaration up to its internal subset or its end
         stop = _DECL_STOP.search(body, position)
         if stop is None:
-            return body[:match.start()]  # unterminated: nothing after it is a usable document
-        char = body[stop.start():stop.start() + 1]
+            return body[: match.start()]  # unterminated: nothing after it is a usable document
+        char = body[stop.start() : stop.start() + 1]
         if char == b">":
             return body  # no internal subset
         if char == b"[":
             break
         close = body.find(char, stop.end())
         if close < 0:
-            return body[:match.start()]
+            return body[: match.start()]
         position = close + 1
     subset = stop.start()
     position = stop.end()
     while True:  # the subset up to its closing bracket
         stop = _SUBSET_STOP.search(body, position)
         if stop is None:
-            return body[:match.start()]
+            return body[: match.start()]
         token = stop.group()
         if token == b"]":
             break
         close = body.find(b"-->" if token == b"<!--" else token, stop.end())
         if close < 0:
-            return body[:match.start()]
+            return body[: match.start()]
         position = close + (3 if token == b"<!--" else 1)
     end = body.find(b">", stop.end())
     if end < 0:
-        return body[:match.start()]
+        return body[: match.start()]
     return body[:subset] + body[end:]
 
 
@@ -179,8 +180,9 @@ def _parse_xml(body: bytes, url: str, headers: dict[str, str]) -> dict[str, Any]
     version = parsed.get("version") or ""
     broken = isinstance(parsed.get("bozo_exception"), xml.sax.SAXParseException)
     if version and not parsed.entries and broken:
-        raise ParseError("not a feed: the XML breaks off before any complete entry "
-                         f"({_describe(parsed.get('bozo_exception'))})")
+        raise ParseError(
+            f"not a feed: the XML breaks off before any complete entry ({_describe(parsed.get('bozo_exception'))})"
+        )
     if not version and not parsed.entries:
         problem = parsed.get("bozo_exception")
         if not body.strip():
@@ -220,8 +222,18 @@ def _parse_json_feed(body: bytes) -> dict[str, Any]:
         "links": [{"rel": "self", "href": _str(data.get("feed_url"))}] if data.get("feed_url") else [],
         "language": _str(data.get("language")),
     }
-    return {"feed": feed, "entries": [_json_item(item) for item in items if isinstance(item, dict)],
-            "warning": None, "version": "json" + version.rsplit("/", 1)[-1]}
+    return {
+        "feed": feed,
+        "entries": [_json_item(item) for item in items if isinstance(item, dict)],
+        "warning": None,
+        "version": "json" + version.rsplit("/", 1)[-1],
+    }
+
+
+def _own(item: Mapping[str, Any], key: str) -> Any:
+    """item[key] without feedparser's aliases: FeedParserDict.get quietly
+    answers updated_parsed with published_parsed (and the reverse)."""
+    return dict.get(item, key) if isinstance(item, dict) else item.get(key)
 
 
 def _str(value: Any) -> str | None:
@@ -245,15 +257,27 @@ def _json_item(item: dict[str, Any]) -> dict[str, Any]:
         "link": _only_str(item.get("url")) or _only_str(item.get("external_url")),
         "title": _only_str(item.get("title")),
         "title_detail": {"type": "text/plain"},
-        "authors": [{"name": _only_str(a.get("name")), "href": _only_str(a.get("url"))}
-                    for a in authors if isinstance(a, dict)] if isinstance(authors, list) else [],
-        "tags": [{"term": t} for t in item.get("tags") or [] if _only_str(t)] if isinstance(item.get("tags"), list) else [],
+        "authors": [
+            {"name": _only_str(a.get("name")), "href": _only_str(a.get("url"))} for a in authors if isinstance(a, dict)
+        ]
+        if isinstance(authors, list)
+        else [],
+        "tags": [{"term": t} for t in item.get("tags") or [] if _only_str(t)]
+        if isinstance(item.get("tags"), list)
+        else [],
         "published_parsed": parse_date_text(published) if published else None,
         "updated_parsed": parse_date_text(modified) if modified else None,
         "enclosures": [
-            {"href": _only_str(a.get("url")), "type": _only_str(a.get("mime_type")), "length": _str(a.get("size_in_bytes"))}
-            for a in item.get("attachments") or [] if isinstance(a, dict) and _only_str(a.get("url"))
-        ] if isinstance(item.get("attachments"), list) else [],
+            {
+                "href": _only_str(a.get("url")),
+                "type": _only_str(a.get("mime_type")),
+                "length": _str(a.get("size_in_bytes")),
+            }
+            for a in item.get("attachments") or []
+            if isinstance(a, dict) and _only_str(a.get("url"))
+        ]
+        if isinstance(item.get("attachments"), list)
+        else [],
         "language": _only_str(item.get("language")),
     }
     content = []
@@ -281,7 +305,7 @@ def _normalise(raw: dict[str, Any], url: str, now: datetime, known: Mapping[str,
         site_url=_url(feed.get("link"), url),
         self_url=_self_link(feed),
         language=_language(feed.get("language")),
-        updated_at=_date(dict.get(feed, "updated_parsed"), now),
+        updated_at=_date(_own(feed, "updated_parsed"), now),
         ttl=_ttl(feed.get("ttl")),
         warning=raw.get("warning"),
         entry_count=len(entries),
@@ -289,7 +313,7 @@ def _normalise(raw: dict[str, Any], url: str, now: datetime, known: Mapping[str,
     links = [_link(entry, url) for entry in entries]  # resolved once: it is a third of our own cost
     keys = _entry_keys(entries, links, url)
     seen: set[str] = set()
-    for entry, link, (key, rule) in zip(entries, links, keys):
+    for entry, link, (key, rule) in zip(entries, links, keys, strict=True):
         if _is_empty(entry, link):
             result.folded.append((key, DROP_EMPTY))
             continue
@@ -302,8 +326,15 @@ def _normalise(raw: dict[str, Any], url: str, now: datetime, known: Mapping[str,
 
 
 def _is_empty(entry: Mapping[str, Any], link: str | None) -> bool:
-    return not (link or _guid(entry) or entry.get("title") or _first_html(entry)[0] or entry.get("enclosures")
-                or dict.get(entry, "published_parsed") or dict.get(entry, "updated_parsed"))
+    return not (
+        link
+        or _guid(entry)
+        or entry.get("title")
+        or _first_html(entry)[0]
+        or entry.get("enclosures")
+        or _own(entry, "published_parsed")
+        or _own(entry, "updated_parsed")
+    )
 
 
 def _self_link(feed: Mapping[str, Any]) -> str | None:
@@ -332,7 +363,7 @@ def _date(value: time.struct_time | None, now: datetime) -> datetime | None:
     if not value:
         return None
     try:
-        dt = datetime.fromtimestamp(calendar.timegm(value), timezone.utc)
+        dt = datetime.fromtimestamp(calendar.timegm(value), UTC)
     except (OverflowError, ValueError, OSError, TypeError):
         return None
     if dt < EARLIEST_PLAUSIBLE or dt > now + FUTURE_TOLERANCE:
@@ -346,11 +377,11 @@ def _entry_keys(entries: list[Mapping[str, Any]], links: list[str | None], base:
     different links is not an identity: those entries fall back to their link."""
     guids = [_guid(entry) for entry in entries]
     links_by_guid: dict[str, set[str | None]] = {}
-    for guid, link in zip(guids, links):
+    for guid, link in zip(guids, links, strict=True):
         if guid:
             links_by_guid.setdefault(guid, set()).add(link)
     keys = []
-    for entry, guid, link in zip(entries, guids, links):
+    for entry, guid, link in zip(entries, guids, links, strict=True):
         if guid and len(links_by_guid[guid]) == 1:
             keys.append((_bounded(guid), "guid"))
         elif link:
@@ -359,7 +390,11 @@ def _entry_keys(entries: list[Mapping[str, Any]], links: list[str | None], base:
             keys.append((_fallback_key(entry), "hash"))
     untrusted = {g for g, links in links_by_guid.items() if len(links) > 1}
     if untrusted:
-        log.info("%s: %d guid(s) repeated for different links in one document; using links for those entries", base, len(untrusted))
+        log.info(
+            "%s: %d guid(s) repeated for different links in one document; using links for those entries",
+            base,
+            len(untrusted),
+        )
     return keys
 
 
@@ -385,7 +420,7 @@ def _bounded(key: str) -> str:
 
 def _fallback_key(entry: Mapping[str, Any]) -> str:
     # Title + the date as written; never the content, whose tokens may rotate.
-    parts = [entry.get("title") or "", dict.get(entry, "published") or dict.get(entry, "updated") or ""]
+    parts = [entry.get("title") or "", _own(entry, "published") or _own(entry, "updated") or ""]
     if not any(parts):
         parts.append(_first_html(entry)[0] or "")
     return "hash:" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
@@ -419,8 +454,14 @@ def _content_hash(entry: Mapping[str, Any], link: str | None) -> str:
 
 
 def _normalise_entry(
-    entry: Mapping[str, Any], link: str | None, key: str, rule: str, base: str, feed_language: str | None,
-    now: datetime, known: Mapping[str, str],
+    entry: Mapping[str, Any],
+    link: str | None,
+    key: str,
+    rule: str,
+    base: str,
+    feed_language: str | None,
+    now: datetime,
+    known: Mapping[str, str],
 ) -> ParsedEntry:
     content_hash = _content_hash(entry, link)
     record = ParsedEntry(
@@ -432,10 +473,10 @@ def _normalise_entry(
         canonical_url=canonical_url(link),
     )
     # Dates are cheap and feed the adaptive interval even for unchanged entries.
-    # dict.get, not entry.get: feedparser's own get() quietly answers
+    # _own, not entry.get: feedparser's own get() quietly answers
     # updated_parsed with published_parsed (and the reverse) when one is missing.
-    record.published_at = _date(dict.get(entry, "published_parsed") or dict.get(entry, "created_parsed"), now)
-    record.updated_at = _date(dict.get(entry, "updated_parsed"), now)
+    record.published_at = _date(_own(entry, "published_parsed") or _own(entry, "created_parsed"), now)
+    record.updated_at = _date(_own(entry, "updated_parsed"), now)
     if known.get(key) == content_hash:
         record.unchanged = True  # the store keeps what it has; skip the costly part
         return record
@@ -479,13 +520,15 @@ def _fallback_title(html_text: str | None, link: str | None, words: int = 12) ->
 def _entry_language(entry: Mapping[str, Any]) -> str | None:
     for detail in [*(entry.get("content") or []), entry.get("summary_detail"), entry.get("title_detail")]:
         if detail and detail.get("language"):
-            return detail["language"]
-    return entry.get("language")
+            return _str(detail["language"])
+    return _str(entry.get("language"))
 
 
 def _as_html(detail: Mapping[str, Any]) -> str | None:
     value = detail.get("value")
     if not value:
+        return None
+    if not isinstance(value, str):
         return None
     if detail.get("type") == "text/plain":
         return "<p>" + html.escape(value).replace("\n\n", "</p><p>") + "</p>"

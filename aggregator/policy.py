@@ -3,13 +3,18 @@ poll said; the randomness for jitter is passed in."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable
+from typing import TYPE_CHECKING
 
 from aggregator.model import Outcome
+
+if TYPE_CHECKING:
+    from aggregator.config import PollingSettings
 
 
 @dataclass(frozen=True)
@@ -22,14 +27,14 @@ class Timing:
     retry_after_max: float | None = None  # cap on Retry-After; default max_interval
 
     @classmethod
-    def from_settings(cls, polling: object) -> "Timing":
+    def from_settings(cls, polling: PollingSettings) -> Timing:
         return cls(
-            interval=polling.interval,  # type: ignore[attr-defined]
-            min_interval=polling.min_interval,  # type: ignore[attr-defined]
-            max_interval=polling.max_interval,  # type: ignore[attr-defined]
-            jitter=polling.jitter,  # type: ignore[attr-defined]
-            adaptive=polling.adaptive,  # type: ignore[attr-defined]
-            retry_after_max=polling.retry_after_max,  # type: ignore[attr-defined]
+            interval=polling.interval,
+            min_interval=polling.min_interval,
+            max_interval=polling.max_interval,
+            jitter=polling.jitter,
+            adaptive=polling.adaptive,
+            retry_after_max=polling.retry_after_max,
         )
 
     def clamp(self, seconds: float) -> float:
@@ -42,7 +47,7 @@ def estimate_publish_interval(dates: Iterable[datetime | None]) -> float | None:
     distinct = sorted({d for d in dates if d is not None}, reverse=True)[:20]
     if len(distinct) < 3:
         return None
-    gaps = [(a - b).total_seconds() for a, b in zip(distinct, distinct[1:])]
+    gaps = [(a - b).total_seconds() for a, b in itertools.pairwise(distinct)]
     return max(1.0, statistics.median(gaps))
 
 
@@ -61,7 +66,7 @@ def regular_interval(t: Timing, feed_interval: float | None, publish_interval: f
 def backoff_interval(t: Timing, regular: float, error_count: int) -> float:
     """Exponential backoff after consecutive errors, up to the ceiling."""
     exponent = max(0, min(error_count - 1, 30))
-    return min(t.max_interval, regular * (2**exponent))
+    return min(t.max_interval, regular * (2.0**exponent))
 
 
 def with_jitter(seconds: float, t: Timing, rng: random.Random) -> float:

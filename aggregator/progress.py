@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Callable, Iterator, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -17,8 +17,13 @@ console = Console(stderr=True)
 
 @contextmanager
 def feed_progress(total: int) -> Iterator[Callable[[PollReport], None]]:
-    columns = (TextColumn("[bold]polling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[last]}"))
+    columns = (
+        TextColumn("[bold]polling"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[last]}"),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("poll", total=total, last="")
 
@@ -39,8 +44,16 @@ FEED_COLUMNS = ("title", "url", "tags", "status", "last fetch", "articles", "nex
 def _feed_row(feed: FeedState) -> tuple[str, ...]:
     active = feed.status.value == "active"
     status = f"{feed.last_status or ''} {feed.last_outcome or 'never polled'}".strip() if active else feed.status.value
-    return (feed.display_title, feed.url, ", ".join(feed.tags), status, _when(feed.last_fetch_at),
-            str(feed.article_count), _when(feed.next_poll_at) if active else "-", feed.last_error or "")
+    return (
+        feed.display_title,
+        feed.url,
+        ", ".join(feed.tags),
+        status,
+        _when(feed.last_fetch_at),
+        str(feed.article_count),
+        _when(feed.next_poll_at) if active else "-",
+        feed.last_error or "",
+    )
 
 
 def feeds_table(feeds: Sequence[FeedState]) -> None:

@@ -16,7 +16,20 @@ from functools import lru_cache
 import nh3
 
 _URL_SCHEMES = {"http", "https", "mailto"}
-_CLEAN_CONTENT_TAGS = {"script", "style", "iframe", "object", "embed", "noscript", "template", "svg", "math", "title", "textarea", "select"}
+_CLEAN_CONTENT_TAGS = {
+    "script",
+    "style",
+    "iframe",
+    "object",
+    "embed",
+    "noscript",
+    "template",
+    "svg",
+    "math",
+    "title",
+    "textarea",
+    "select",
+}
 _TAGS = set(nh3.ALLOWED_TAGS) - {"map", "area"}
 _ATTRIBUTES = {tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()}
 _ATTRIBUTES.setdefault("abbr", set()).add("title")
@@ -28,7 +41,7 @@ _TINY = re.compile(r'\b(?:width|height)="(?:0|1)(?:px)?"', re.I)
 _BEACON = re.compile(
     r'src="[^"]*(?:feeds\.feedburner\.com/~r/|feedsportal\.com|pixel\.wp\.com|/~/i/|doubleclick\.net|'
     r'stats\.wordpress\.com|pixel\.quantserve\.com|feeds\.wordpress\.com/[^"]*/(?:go|comments)|'
-    r'www\.google-analytics\.com|/pixel\.gif|/beacon)',
+    r"www\.google-analytics\.com|/pixel\.gif|/beacon)",
     re.I,
 )
 

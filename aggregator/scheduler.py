@@ -12,9 +12,9 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta, timezone
-from typing import Callable
+from datetime import UTC, timedelta
 from urllib.parse import urlsplit
 
 from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerThreads
@@ -38,9 +38,18 @@ def _host(url: str) -> str:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, poller: Poller, workers: int, per_host: int, every: float,
-                 on_polled: Callable[[PollReport | None], None], metrics: Metrics | None = None,
-                 retention_days: float | None = None, retention_batch: int = 500):
+    def __init__(
+        self,
+        store: Store,
+        poller: Poller,
+        workers: int,
+        per_host: int,
+        every: float,
+        on_polled: Callable[[PollReport | None], None],
+        metrics: Metrics | None = None,
+        retention_days: float | None = None,
+        retention_batch: int = 500,
+    ):
         self.store = store
         self.poller = poller
         self.workers = workers
@@ -60,7 +69,7 @@ class Dispatcher:
         self.last_poll: float | None = None
         self.health: dict[str, int] = {}
         self.scheduler = BackgroundScheduler(
-            timezone=timezone.utc,
+            timezone=UTC,
             # One thread for the dispatcher: it is quick, and two at once would
             # race for the same due feeds. Retention gets its own, so a long
             # first clean-up never holds up polling.
@@ -77,8 +86,15 @@ class Dispatcher:
         self.retention_days = retention_days
         self.retention_batch = retention_batch
         if retention_days:
-            self.scheduler.add_job(self.retention, "interval", hours=6, id="retention", executor="maintenance",
-                                   next_run_time=utcnow() + timedelta(minutes=1), misfire_grace_time=3600)
+            self.scheduler.add_job(
+                self.retention,
+                "interval",
+                hours=6,
+                id="retention",
+                executor="maintenance",
+                next_run_time=utcnow() + timedelta(minutes=1),
+                misfire_grace_time=3600,
+            )
 
     def reconfigure(self, per_host: int, every: float, retention_days: float, retention_batch: int) -> None:
         """New settings after a reload."""
@@ -95,13 +111,23 @@ class Dispatcher:
         assert self.retention_days
         now = utcnow()
         try:
-            result = self.store.delete_older_than(now - timedelta(days=self.retention_days), self.retention_batch,
-                                                  now, pause=0.05, stop=self._stopping.is_set)
+            result = self.store.delete_older_than(
+                now - timedelta(days=self.retention_days),
+                self.retention_batch,
+                now,
+                pause=0.05,
+                stop=self._stopping.is_set,
+            )
             # Tombstones outlive the entries by far: feeds drop old entries within days.
             purged = self.store.purge_tombstones(now - timedelta(days=self.retention_days * 4))
             if result.deleted or purged:
-                log.info("retention: deleted %d articles older than %g days in %d batches; %d old tombstones purged",
-                         result.deleted, self.retention_days, result.batches, purged)
+                log.info(
+                    "retention: deleted %d articles older than %g days in %d batches; %d old tombstones purged",
+                    result.deleted,
+                    self.retention_days,
+                    result.batches,
+                    purged,
+                )
                 self.on_polled(None)
         except Exception:
             log.exception("retention failed; it runs again in 6 hours")
@@ -182,8 +208,15 @@ class Dispatcher:
                 timing = self.poller.timing
                 delay = backoff_interval(timing, timing.clamp(feed.interval or timing.interval), failures)
                 self._held[feed.id] = (time.monotonic() + delay, failures)
-            log.error("feed %r <%s>: could not be stored (%s: %s); trying again in %gs", feed.display_title, feed.url,
-                      type(exc).__name__, exc, delay, exc_info=log.isEnabledFor(logging.DEBUG))
+            log.error(
+                "feed %r <%s>: could not be stored (%s: %s); trying again in %gs",
+                feed.display_title,
+                feed.url,
+                type(exc).__name__,
+                exc,
+                delay,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             return None
         finally:
             with self._lock:

@@ -4,13 +4,14 @@ clean stop (DESIGN §9)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import signal
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -50,7 +51,10 @@ def serve_only(config: Config, store: Store, refresh_every: float = 2.0) -> None
         while not stop.wait(refresh_every):
             try:
                 current = holder.get()
-                if (store.content_version(), store.status_version()) != (current.content_version, current.status_version):
+                if (store.content_version(), store.status_version()) != (
+                    current.content_version,
+                    current.status_version,
+                ):
                     holder.set(publisher.build(current, sources_every=SOURCES_EVERY))
                     log.info("outputs rebuilt (store changed)")
             except Exception:  # keep serving the last good snapshot
@@ -65,8 +69,13 @@ def serve_only(config: Config, store: Store, refresh_every: float = 2.0) -> None
     refresher = threading.Thread(target=refresh, name="refresh", daemon=True)
     refresher.start()
     server.start()
-    log.info("serving %s on http://%s:%d/ (feeds: %slatest.atom)", settings.output.title, settings.http.host,
-             server.port, settings.http.public_base_url)
+    log.info(
+        "serving %s on http://%s:%d/ (feeds: %slatest.atom)",
+        settings.output.title,
+        settings.http.host,
+        server.port,
+        settings.http.public_base_url,
+    )
     stop.wait()
     server.stop()
     refresher.join(timeout=5)
@@ -90,10 +99,12 @@ class InstanceLock:
 
     def acquire(self) -> None:
         try:
-            handle = open(self.path, "a+")
+            handle = open(self.path, "a+")  # noqa: SIM115 (held open for the life of the lock)
         except OSError as exc:
-            raise StoreError(f"{self.path}: cannot create the lock file next to the database: "
-                             f"{exc.strerror or exc}; the database directory must be writable") from None
+            raise StoreError(
+                f"{self.path}: cannot create the lock file next to the database: "
+                f"{exc.strerror or exc}; the database directory must be writable"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -135,8 +146,9 @@ class PublishLoop:
     """Republishes after polls, debounced: a burst of feeds finishing within
     ``debounce`` seconds produces one publish. Runs in its own thread."""
 
-    def __init__(self, publisher: Publisher, holder: SnapshotHolder, out_dir: Path, debounce: float,
-                 metrics: Metrics | None):
+    def __init__(
+        self, publisher: Publisher, holder: SnapshotHolder, out_dir: Path, debounce: float, metrics: Metrics | None
+    ):
         self.publisher = publisher
         self.holder = holder
         self.out_dir = out_dir
@@ -165,8 +177,11 @@ class PublishLoop:
             written = write_static(snapshot, self.out_dir)
         except OSError as exc:
             # Disk full, read-only... keep serving from memory; try again next time.
-            log.error("could not write the static outputs to %s: %s (still serving the current ones over HTTP)",
-                      self.out_dir, exc)
+            log.error(
+                "could not write the static outputs to %s: %s (still serving the current ones over HTTP)",
+                self.out_dir,
+                exc,
+            )
             return
         if snapshot.content_version != previous.content_version:
             log.info("published: %d documents, %d files changed", len(snapshot.documents), len(written))
@@ -202,16 +217,33 @@ class Service:
         settings = config.settings
         self.metrics = Metrics()
         polling = settings.polling
-        self.poller = Poller(store, config, parser=ParsePool(polling.parse_workers, polling.parse_timeout,
-                                                             polling.parse_recycle), metrics=self.metrics)
+        self.poller = Poller(
+            store,
+            config,
+            parser=ParsePool(polling.parse_workers, polling.parse_timeout, polling.parse_recycle),
+            metrics=self.metrics,
+        )
         self.publisher = Publisher(store, config)
         self.holder = SnapshotHolder(Snapshot())
-        self.publish_loop = PublishLoop(self.publisher, self.holder, config.output_dir, settings.output.debounce,
-                                        self.metrics)
-        self.dispatcher = Dispatcher(store, self.poller, polling.workers, polling.per_host, polling.dispatch_every,
-                                     self._on_polled, self.metrics, settings.retention.days, settings.retention.batch)
-        app = App(self.holder, max_age=int(settings.output.max_age),
-                  extra={"healthz": self._healthz, "metrics": self._metrics_body})
+        self.publish_loop = PublishLoop(
+            self.publisher, self.holder, config.output_dir, settings.output.debounce, self.metrics
+        )
+        self.dispatcher = Dispatcher(
+            store,
+            self.poller,
+            polling.workers,
+            polling.per_host,
+            polling.dispatch_every,
+            self._on_polled,
+            self.metrics,
+            settings.retention.days,
+            settings.retention.batch,
+        )
+        app = App(
+            self.holder,
+            max_age=int(settings.output.max_age),
+            extra={"healthz": self._healthz, "metrics": self._metrics_body},
+        )
         self.web = WebServer(app, settings.http.host, settings.http.port, settings.http.threads)
         self.started = time.time()
         self._stop = threading.Event()
@@ -253,9 +285,14 @@ class Service:
         self.publish_loop.start()
         self.web.start()
         self.dispatcher.start()
-        log.info("aggregator running (pid %d): %d active feeds, polling every %gs by default; serving on http://%s:%d/",
-                 os.getpid(), self.store.feed_health(utcnow())["active"], settings.polling.interval,
-                 settings.http.host, self.web.port)
+        log.info(
+            "aggregator running (pid %d): %d active feeds, polling every %gs by default; serving on http://%s:%d/",
+            os.getpid(),
+            self.store.feed_health(utcnow())["active"],
+            settings.polling.interval,
+            settings.http.host,
+            self.web.port,
+        )
         heartbeat_every = 15.0
         next_heartbeat = 0.0
         watch_every = 5.0
@@ -283,10 +320,10 @@ class Service:
     def _files_stamp(self) -> tuple[tuple[str, int, int], ...]:
         """Names, sizes and mtimes of config.yaml and the subscription files."""
         paths = [self.config.path] if self.config.path else []
-        try:
-            paths += sorted(p for p in self.config.feeds_dir.iterdir() if p.suffix.lower() in (".yaml", ".yml", ".opml", ".xml"))
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            paths += sorted(
+                p for p in self.config.feeds_dir.iterdir() if p.suffix.lower() in (".yaml", ".yml", ".opml", ".xml")
+            )
         out = []
         for path in paths:
             try:
@@ -298,8 +335,11 @@ class Service:
 
     def _install_signals(self) -> None:
         def stop(signum: int, frame: FrameType | None) -> None:
-            log.info("received %s: stopping (up to %gs for fetches in flight)", signal.Signals(signum).name,
-                     self.config.settings.polling.shutdown_timeout)
+            log.info(
+                "received %s: stopping (up to %gs for fetches in flight)",
+                signal.Signals(signum).name,
+                self.config.settings.polling.shutdown_timeout,
+            )
             self._stop.set()
 
         def reload(signum: int, frame: FrameType | None) -> None:
@@ -312,11 +352,13 @@ class Service:
 
     def _heartbeat(self) -> None:
         try:
-            self.store.set_meta({
-                "service_heartbeat_at": _stamp(time.time()),
-                "service_last_dispatch_at": _stamp(self.dispatcher.last_dispatch),
-                "service_last_publish_at": _stamp(self.publish_loop.last_publish),
-            })
+            self.store.set_meta(
+                {
+                    "service_heartbeat_at": _stamp(time.time()),
+                    "service_last_dispatch_at": _stamp(self.dispatcher.last_dispatch),
+                    "service_last_publish_at": _stamp(self.publish_loop.last_publish),
+                }
+            )
         except Exception as exc:
             log.error("could not write the heartbeat: %s", exc)
 
@@ -327,12 +369,18 @@ class Service:
             log.error("reload: the new configuration is invalid, keeping the old one:\n%s", exc)
             return
         old, new = self.config.settings, config.settings
-        restart_only = [name for name, a, b in (
-            ("http", old.http, new.http), ("database", old.database, new.database),
-            ("polling.workers", old.polling.workers, new.polling.workers),
-            ("polling.parse_workers", old.polling.parse_workers, new.polling.parse_workers),
-            ("polling.parse_timeout", old.polling.parse_timeout, new.polling.parse_timeout),
-            ("polling.parse_recycle", old.polling.parse_recycle, new.polling.parse_recycle)) if a != b]
+        restart_only = [
+            name
+            for name, a, b in (
+                ("http", old.http, new.http),
+                ("database", old.database, new.database),
+                ("polling.workers", old.polling.workers, new.polling.workers),
+                ("polling.parse_workers", old.polling.parse_workers, new.polling.parse_workers),
+                ("polling.parse_timeout", old.polling.parse_timeout, new.polling.parse_timeout),
+                ("polling.parse_recycle", old.polling.parse_recycle, new.polling.parse_recycle),
+            )
+            if a != b
+        ]
         if restart_only:
             log.warning("reload: %s changed; that takes effect only after a restart", ", ".join(restart_only))
         subs = load_subscriptions(config.feeds_dir)
@@ -343,14 +391,19 @@ class Service:
             return
         self.config = config
         self.poller.reconfigure(config)
-        self.dispatcher.reconfigure(new.polling.per_host, new.polling.dispatch_every, new.retention.days,
-                                    new.retention.batch)
+        self.dispatcher.reconfigure(
+            new.polling.per_host, new.polling.dispatch_every, new.retention.days, new.retention.batch
+        )
         self.publish_loop.debounce = new.output.debounce
         self.publisher = Publisher(self.store, config)
         self.publish_loop.publisher = self.publisher
         result = self.store.sync_subscriptions(subs.feeds, utcnow())
-        log.info("reload: %d feeds added, %d removed, %d resumed", len(result.added), len(result.removed),
-                 len(result.reactivated))
+        log.info(
+            "reload: %d feeds added, %d removed, %d resumed",
+            len(result.added),
+            len(result.removed),
+            len(result.reactivated),
+        )
         self.publish_loop.request()
 
     def _shutdown(self) -> int:
@@ -376,7 +429,7 @@ def polling_is_alive(scheduler_running: bool, last_dispatch: float | None, now: 
 def _stamp(moment: float | None) -> str | None:
     if moment is None:
         return None
-    return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def run_service(config: Config) -> int:

@@ -17,18 +17,30 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import sqlite_utils
 from sqlite_utils import Migrations
 
 from aggregator.dedupe import Existing, Plan, StoredRef
 from aggregator.model import (
-    AlsoReported, Article, Author, Enclosure, FeedState, FeedStatus, ParsedEntry, Source, Story,
-    Subscription, from_iso, iso, iso_ms,
+    AlsoReported,
+    Article,
+    Author,
+    Enclosure,
+    FeedState,
+    FeedStatus,
+    ParsedEntry,
+    Source,
+    Story,
+    Subscription,
+    from_iso,
+    iso,
+    iso_ms,
 )
 
 log = logging.getLogger(__name__)
@@ -128,7 +140,7 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         INSERT INTO meta (key, value) VALUES ('content_version', '0'), ('status_version', '0');
         """
     )
-    db["articles"].enable_fts(["title", "summary", "content"], fts_version="FTS5", create_triggers=True)
+    db.table("articles").enable_fts(["title", "summary", "content"], fts_version="FTS5", create_triggers=True)
 
 
 @migrations()
@@ -179,14 +191,21 @@ def _check_file(path: Path) -> None:
         except OSError as exc:
             raise StoreError(f"{path}: cannot read the database: {exc.strerror}") from None
         if header and header != SQLITE_HEADER:
-            raise StoreError(f"{path}: this file is not an SQLite database; move it away or point 'database' in config.yaml elsewhere")
+            raise StoreError(
+                f"{path}: this file is not an SQLite database; "
+                "move it away or point 'database' in config.yaml elsewhere"
+            )
         if not os.access(path, os.W_OK):
             raise StoreError(f"{path}: the database is read-only; the service needs to write to it")
     directory = path.parent
     if not directory.exists():
-        raise StoreError(f"{directory}: the database directory does not exist; create it or change 'database' in config.yaml")
+        raise StoreError(
+            f"{directory}: the database directory does not exist; create it or change 'database' in config.yaml"
+        )
     if not directory.is_dir():
-        raise StoreError(f"{directory}: not a directory, so the database cannot live in it; change 'database' in config.yaml")
+        raise StoreError(
+            f"{directory}: not a directory, so the database cannot live in it; change 'database' in config.yaml"
+        )
     if not os.access(directory, os.W_OK):
         raise StoreError(f"{directory}: the database directory is not writable; SQLite needs it for its journal files")
 
@@ -288,10 +307,15 @@ class Store:
                 except sqlite3.OperationalError as exc:
                     if "locked" not in str(exc) and "busy" not in str(exc):
                         raise
-                    log.warning("%s: database busy (another process is writing); waiting (attempt %d)", self.path, attempt + 1)
+                    log.warning(
+                        "%s: database busy (another process is writing); waiting (attempt %d)", self.path, attempt + 1
+                    )
                     time.sleep(0.5 + attempt)
             else:
-                raise StoreError(f"{self.path}: database stayed locked by another process for over {(BUSY_TIMEOUT_MS / 1000) * 10:.0f}s")
+                raise StoreError(
+                    f"{self.path}: database stayed locked by another process "
+                    f"for over {(BUSY_TIMEOUT_MS / 1000) * 10:.0f}s"
+                )
             try:
                 yield conn
             except BaseException:
@@ -339,14 +363,17 @@ class Store:
         changed = False
         wanted = {s.feed_id: s for s in subs}
         with self._writing() as conn:
-            rows = {r[0]: r for r in conn.execute(
-                "SELECT id, status, configured_url, configured_title, tags, interval FROM feeds")}
+            rows = {
+                r[0]: r
+                for r in conn.execute("SELECT id, status, configured_url, configured_title, tags, interval FROM feeds")
+            }
             for sub in subs:
                 row = rows.get(sub.feed_id)
                 tags = _dumps(list(sub.tags))
                 if row is None:
                     conn.execute(
-                        "INSERT INTO feeds (id, url, configured_url, configured_title, tags, interval, next_poll_at, added_at, status)"
+                        "INSERT INTO feeds (id, url, configured_url, configured_title, tags, interval,"
+                        " next_poll_at, added_at, status)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active')",
                         (sub.feed_id, sub.url, sub.url, sub.title, tags, sub.interval, iso_ms(now), iso(now)),
                     )
@@ -362,12 +389,22 @@ class Store:
                     fields = {"configured_title": sub.title, "tags": tags, "interval": sub.interval, "status": status}
                 if url_changed:
                     # The person edited the URL (same feed id: http->https, www.): poll the new one now.
-                    fields.update(url=sub.url, configured_url=sub.url, redirect_url=None, redirect_seen=0,
-                                  next_poll_at=now, etag=None, last_modified=None, body_hash=None)
+                    fields.update(
+                        url=sub.url,
+                        configured_url=sub.url,
+                        redirect_url=None,
+                        redirect_seen=0,
+                        next_poll_at=now,
+                        etag=None,
+                        last_modified=None,
+                        body_hash=None,
+                    )
                 if fields:
                     changed = True
                     self._update_feed(conn, sub.feed_id, fields)
-            removed = [fid for fid, row in rows.items() if fid not in wanted and row[1] != FeedStatus.UNSUBSCRIBED.value]
+            removed = [
+                fid for fid, row in rows.items() if fid not in wanted and row[1] != FeedStatus.UNSUBSCRIBED.value
+            ]
             conn.executemany("UPDATE feeds SET status = 'unsubscribed' WHERE id = ?", [(fid,) for fid in removed])
             if added or removed or changed:
                 self._bump_content_version(conn)
@@ -388,12 +425,17 @@ class Store:
         if status is not None:
             sql += " WHERE f.status = ?"
             params = (status.value,)
-        return [_feed_from_row(r) for r in self._read(sql + " ORDER BY COALESCE(f.configured_title, f.title, f.url)", params)]
+        return [
+            _feed_from_row(r)
+            for r in self._read(sql + " ORDER BY COALESCE(f.configured_title, f.title, f.url)", params)
+        ]
 
     def feeds_by_id(self, ids: Sequence[str]) -> dict[str, FeedState]:
         out: dict[str, FeedState] = {}
         for part in _chunks(list(ids)):
-            out.update((r["id"], _feed_from_row(r)) for r in self._read(f"{_FEED_SELECT} WHERE f.id IN ({_marks(part)})", part))
+            out.update(
+                (r["id"], _feed_from_row(r)) for r in self._read(f"{_FEED_SELECT} WHERE f.id IN ({_marks(part)})", part)
+            )
         return out
 
     def due_feeds(self, now: datetime, limit: int, offset: int = 0) -> list[FeedState]:
@@ -426,8 +468,10 @@ class Store:
     def _update_feed(conn: sqlite3.Connection, feed_id: str, fields: dict[str, Any]) -> None:
         if not fields:
             return
-        values = {k: (_stamp(k, v) if isinstance(v, datetime) else v.value if isinstance(v, FeedStatus) else v)
-                  for k, v in fields.items()}
+        values = {
+            k: (_stamp(k, v) if isinstance(v, datetime) else v.value if isinstance(v, FeedStatus) else v)
+            for k, v in fields.items()
+        }
         for key in values:
             if key not in _FEED_COLUMNS:
                 raise ValueError(f"unknown feed column {key!r}")
@@ -449,7 +493,7 @@ class Store:
         }
 
     @contextlib.contextmanager
-    def ingest(self, feed_id: str) -> Iterator["IngestTransaction"]:
+    def ingest(self, feed_id: str) -> Iterator[IngestTransaction]:
         """One feed's poll, written in one transaction."""
         with self._writing() as conn:
             yield IngestTransaction(self, conn, feed_id)
@@ -485,9 +529,12 @@ class Store:
         duplicates: list[sqlite3.Row] = []
         ids = [rows[s]["id"] for s in chosen if s in rows]
         for part in _chunks(ids):
-            duplicates += self._read(f"SELECT duplicate_of, feed_id, url, title FROM articles"
-                                     f" WHERE duplicate_of IN ({_marks(part)}) ORDER BY seq", part)
-        feeds = self.feeds_by_id({r["feed_id"] for r in rows.values()} | {r["feed_id"] for r in duplicates})
+            duplicates += self._read(
+                f"SELECT duplicate_of, feed_id, url, title FROM articles"
+                f" WHERE duplicate_of IN ({_marks(part)}) ORDER BY seq",
+                part,
+            )
+        feeds = self.feeds_by_id(list({r["feed_id"] for r in rows.values()} | {r["feed_id"] for r in duplicates}))
         stories = [Story(_article_from_row(rows[s]), _source(feeds[rows[s]["feed_id"]])) for s in chosen if s in rows]
         by_id = {story.article.id: story for story in stories}
         for r in duplicates:
@@ -527,17 +574,24 @@ class Store:
         candidates: list[tuple[str, int]] = []
         for fid in allowed:
             candidates.extend(
-                (r[0], r[1]) for r in self._reader().execute(
+                (r[0], r[1])
+                for r in self._reader().execute(
                     "SELECT sort_at, seq FROM articles INDEXED BY articles_feed_latest"
                     " WHERE feed_id = ? AND duplicate_of IS NULL ORDER BY sort_at DESC, seq DESC LIMIT ?",
-                    (fid, per_source)))
+                    (fid, per_source),
+                )
+            )
         candidates.sort(reverse=True)
         return [seq for _, seq in candidates[:limit]]
 
     def tags(self) -> list[str]:
         """Tags of the feeds that are subscribed."""
-        return [r[0] for r in self._read(
-            "SELECT DISTINCT t.value FROM feeds f, json_each(f.tags) t WHERE f.status != 'unsubscribed' ORDER BY 1")]
+        return [
+            r[0]
+            for r in self._read(
+                "SELECT DISTINCT t.value FROM feeds f, json_each(f.tags) t WHERE f.status != 'unsubscribed' ORDER BY 1"
+            )
+        ]
 
     def feed_ids_with_tag(self, tag: str) -> set[str]:
         return {r[0] for r in self._read("SELECT f.id FROM feeds f, json_each(f.tags) t WHERE t.value = ?", (tag,))}
@@ -556,8 +610,9 @@ class Store:
 
     # --- retention -----------------------------------------------------------------------
 
-    def delete_older_than(self, cutoff: datetime, batch: int, now: datetime, pause: float = 0.0,
-                          stop: Callable[[], bool] = lambda: False) -> RetentionResult:
+    def delete_older_than(
+        self, cutoff: datetime, batch: int, now: datetime, pause: float = 0.0, stop: Callable[[], bool] = lambda: False
+    ) -> RetentionResult:
         """Delete articles whose story time is before cutoff, in short batches
         so polling keeps writing in between (and ``stop`` is asked between
         batches). Their entry keys stay as tombstones, so an entry still in
@@ -565,16 +620,25 @@ class Store:
         deleted = batches = 0
         while not stop():
             with self._writing() as conn:
-                seqs = [r[0] for r in conn.execute(
-                    "SELECT seq FROM articles WHERE sort_at < ? ORDER BY sort_at LIMIT ?", (iso(cutoff), batch)
-                )]
+                seqs = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT seq FROM articles WHERE sort_at < ? ORDER BY sort_at LIMIT ?", (iso(cutoff), batch)
+                    )
+                ]
                 if not seqs:
                     break
                 marks = ",".join("?" * len(seqs))
                 ids = [r[0] for r in conn.execute(f"SELECT id FROM articles WHERE seq IN ({marks})", seqs)]
-                conn.executemany("UPDATE feeds SET article_count = article_count - ? WHERE id = ?", [
-                    (n, fid) for fid, n in conn.execute(
-                        f"SELECT feed_id, COUNT(*) FROM articles WHERE seq IN ({marks}) GROUP BY feed_id", seqs)])
+                conn.executemany(
+                    "UPDATE feeds SET article_count = article_count - ? WHERE id = ?",
+                    [
+                        (n, fid)
+                        for fid, n in conn.execute(
+                            f"SELECT feed_id, COUNT(*) FROM articles WHERE seq IN ({marks}) GROUP BY feed_id", seqs
+                        )
+                    ],
+                )
                 conn.execute(
                     f"UPDATE entry_keys SET article_seq = NULL, deleted_at = ? WHERE article_seq IN ({marks})",
                     (iso(now), *seqs),
@@ -603,7 +667,9 @@ class Store:
             for members in survivors.values():
                 (first_seq, first_id), rest = members[0], members[1:]
                 conn.execute("UPDATE articles SET duplicate_of = NULL WHERE seq = ?", (first_seq,))
-                conn.executemany("UPDATE articles SET duplicate_of = ? WHERE seq = ?", [(first_id, seq) for seq, _ in rest])
+                conn.executemany(
+                    "UPDATE articles SET duplicate_of = ? WHERE seq = ?", [(first_id, seq) for seq, _ in rest]
+                )
 
     def purge_tombstones(self, before: datetime) -> int:
         """Forget keys of deleted articles that were last seen before
@@ -614,7 +680,8 @@ class Store:
             cur = conn.execute(
                 "DELETE FROM entry_keys WHERE article_seq IS NULL AND deleted_at < ? AND deleted_at <"
                 " COALESCE((SELECT last_parsed_at FROM feeds WHERE feeds.id = entry_keys.feed_id), '9999')",
-                (iso(before),))
+                (iso(before),),
+            )
             return cur.rowcount
 
 
@@ -635,7 +702,8 @@ class IngestTransaction:
         for part in _chunks(keys):
             for r in conn.execute(
                 f"SELECT k.entry_key, {_REF_COLUMNS}, k.article_seq IS NULL FROM entry_keys k"
-                f" LEFT JOIN articles a ON a.seq = k.article_seq WHERE k.feed_id = ? AND k.entry_key IN ({_marks(part)})",
+                f" LEFT JOIN articles a ON a.seq = k.article_seq"
+                f" WHERE k.feed_id = ? AND k.entry_key IN ({_marks(part)})",
                 (self.feed_id, *part),
             ):
                 if r[-1]:
@@ -651,12 +719,15 @@ class IngestTransaction:
                 found.by_canonical.setdefault(r[0], _ref(r[1:]))
             for r in conn.execute(
                 f"SELECT a.canonical_url, {_REF_COLUMNS} FROM articles a INDEXED BY articles_canonical"
-                f" WHERE a.canonical_url IN ({_marks(part)}) AND a.duplicate_of IS NULL AND a.feed_id != ? ORDER BY a.seq",
+                f" WHERE a.canonical_url IN ({_marks(part)}) AND a.duplicate_of IS NULL AND a.feed_id != ?"
+                " ORDER BY a.seq",
                 (*part, self.feed_id),
             ):
                 found.elsewhere.setdefault(r[0], _ref(r[1:]))
         for part in _chunks(guids):
-            found.taken_ids.update(r[0] for r in conn.execute(f"SELECT id FROM articles WHERE id IN ({_marks(part)})", part))
+            found.taken_ids.update(
+                r[0] for r in conn.execute(f"SELECT id FROM articles WHERE id IN ({_marks(part)})", part)
+            )
         return found
 
     def apply(self, plan: Plan, now: datetime) -> None:
@@ -667,13 +738,32 @@ class IngestTransaction:
             published = e.published_at or e.updated_at or now
             sort_at = min(published, now)
             cur = conn.execute(
-                "INSERT INTO articles (id, feed_id, entry_key, guid, url, canonical_url, title, authors, summary, content,"
-                " categories, enclosures, image, language, published_at, updated_at, first_seen_at, sort_at, content_hash,"
+                "INSERT INTO articles (id, feed_id, entry_key, guid, url, canonical_url, title, authors, summary,"
+                " content, categories, enclosures, image, language, published_at, updated_at, first_seen_at, sort_at,"
+                " content_hash,"
                 " duplicate_of) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (insert.output_id, self.feed_id, e.entry_key, e.guid, e.url, e.canonical_url, e.title,
-                 _dumps([a.to_json() for a in e.authors]), e.summary, e.content, _dumps(list(e.categories)),
-                 _dumps([x.to_json() for x in e.enclosures]), e.image, e.language, iso(published), iso(e.updated_at),
-                 stamp, iso(sort_at), e.content_hash, insert.duplicate_of),
+                (
+                    insert.output_id,
+                    self.feed_id,
+                    e.entry_key,
+                    e.guid,
+                    e.url,
+                    e.canonical_url,
+                    e.title,
+                    _dumps([a.to_json() for a in e.authors]),
+                    e.summary,
+                    e.content,
+                    _dumps(list(e.categories)),
+                    _dumps([x.to_json() for x in e.enclosures]),
+                    e.image,
+                    e.language,
+                    iso(published),
+                    iso(e.updated_at),
+                    stamp,
+                    iso(sort_at),
+                    e.content_hash,
+                    insert.duplicate_of,
+                ),
             )
             conn.execute(
                 "INSERT INTO entry_keys (feed_id, entry_key, article_seq) VALUES (?, ?, ?)"
@@ -692,20 +782,40 @@ class IngestTransaction:
             first_seen = from_iso(row[0]) or now
             published = e.published_at or e.updated_at or first_seen
             conn.execute(
-                "UPDATE articles SET guid = ?, url = ?, canonical_url = ?, title = ?, authors = ?, summary = ?, content = ?,"
-                " categories = ?, enclosures = ?, image = ?, language = ?, published_at = ?, updated_at = ?, sort_at = ?,"
+                "UPDATE articles SET guid = ?, url = ?, canonical_url = ?, title = ?, authors = ?, summary = ?,"
+                " content = ?, categories = ?, enclosures = ?, image = ?, language = ?, published_at = ?,"
+                " updated_at = ?, sort_at = ?,"
                 " content_hash = ?, modified_at = ?, rewrites = rewrites + 1 WHERE seq = ?",
-                (e.guid, e.url, e.canonical_url, e.title, _dumps([a.to_json() for a in e.authors]), e.summary, e.content,
-                 _dumps(list(e.categories)), _dumps([x.to_json() for x in e.enclosures]), e.image, e.language,
-                 iso(published), iso(update.updated_at), iso(min(published, first_seen)), e.content_hash, stamp,
-                 update.ref.rowid),
+                (
+                    e.guid,
+                    e.url,
+                    e.canonical_url,
+                    e.title,
+                    _dumps([a.to_json() for a in e.authors]),
+                    e.summary,
+                    e.content,
+                    _dumps(list(e.categories)),
+                    _dumps([x.to_json() for x in e.enclosures]),
+                    e.image,
+                    e.language,
+                    iso(published),
+                    iso(update.updated_at),
+                    iso(min(published, first_seen)),
+                    e.content_hash,
+                    stamp,
+                    update.ref.rowid,
+                ),
             )
         if plan.inserts:
-            conn.execute("UPDATE feeds SET article_count = article_count + ? WHERE id = ?", (len(plan.inserts), self.feed_id))
+            conn.execute(
+                "UPDATE feeds SET article_count = article_count + ? WHERE id = ?", (len(plan.inserts), self.feed_id)
+            )
         for part in _chunks(plan.tombstone_hits):
             # Still in the feed: the tombstone must outlive it (see purge_tombstones).
-            conn.execute(f"UPDATE entry_keys SET deleted_at = ? WHERE feed_id = ? AND entry_key IN ({_marks(part)})",
-                         (stamp, self.feed_id, *part))
+            conn.execute(
+                f"UPDATE entry_keys SET deleted_at = ? WHERE feed_id = ? AND entry_key IN ({_marks(part)})",
+                (stamp, self.feed_id, *part),
+            )
         if plan.inserts or plan.updates:
             self.store._bump_content_version(conn)
 
@@ -719,10 +829,33 @@ class IngestTransaction:
 # --- row helpers ---------------------------------------------------------------------
 
 _FEED_COLUMNS = {
-    "url", "configured_url", "configured_title", "title", "site_url", "self_url", "language", "tags", "interval",
-    "etag", "last_modified", "body_hash", "last_fetch_at", "last_status", "last_outcome", "error_count",
-    "last_error", "next_poll_at", "retry_after", "redirect_url", "redirect_seen", "status", "publish_interval",
-    "updated_at", "last_new_at", "ttl", "last_parsed_at",
+    "url",
+    "configured_url",
+    "configured_title",
+    "title",
+    "site_url",
+    "self_url",
+    "language",
+    "tags",
+    "interval",
+    "etag",
+    "last_modified",
+    "body_hash",
+    "last_fetch_at",
+    "last_status",
+    "last_outcome",
+    "error_count",
+    "last_error",
+    "next_poll_at",
+    "retry_after",
+    "redirect_url",
+    "redirect_seen",
+    "status",
+    "publish_interval",
+    "updated_at",
+    "last_new_at",
+    "ttl",
+    "last_parsed_at",
 }
 _FEED_SELECT = "SELECT f.* FROM feeds f"
 _REF_COLUMNS = "a.seq, a.id, a.feed_id, a.content_hash, a.updated_at, a.modified_at, a.rewrites, a.duplicate_of"
@@ -736,13 +869,21 @@ def _stamp(column: str, moment: datetime) -> str | None:
 
 
 def _ref(r: Sequence[Any]) -> StoredRef:
-    return StoredRef(rowid=r[0], id=r[1], feed_id=r[2], content_hash=r[3], updated_at=from_iso(r[4]),
-                     modified_at=from_iso(r[5]), rewrites=r[6], duplicate_of=r[7])
+    return StoredRef(
+        rowid=r[0],
+        id=r[1],
+        feed_id=r[2],
+        content_hash=r[3],
+        updated_at=from_iso(r[4]),
+        modified_at=from_iso(r[5]),
+        rewrites=r[6],
+        duplicate_of=r[7],
+    )
 
 
 def _chunks(items: Sequence[Any], size: int = 400) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def _marks(items: Sequence[Any]) -> str:
@@ -751,13 +892,29 @@ def _marks(items: Sequence[Any]) -> str:
 
 def _feed_from_row(r: sqlite3.Row) -> FeedState:
     return FeedState(
-        id=r["id"], url=r["url"], configured_url=r["configured_url"], title=r["title"],
-        configured_title=r["configured_title"], site_url=r["site_url"], tags=tuple(json.loads(r["tags"] or "[]")),
-        interval=r["interval"], etag=r["etag"], last_modified=r["last_modified"], body_hash=r["body_hash"],
-        last_fetch_at=from_iso(r["last_fetch_at"]), last_status=r["last_status"], last_outcome=r["last_outcome"],
-        error_count=r["error_count"], last_error=r["last_error"], next_poll_at=from_iso(r["next_poll_at"]),
-        retry_after=from_iso(r["retry_after"]), redirect_url=r["redirect_url"], redirect_seen=r["redirect_seen"],
-        status=FeedStatus(r["status"]), publish_interval=r["publish_interval"], updated_at=from_iso(r["updated_at"]),
+        id=r["id"],
+        url=r["url"],
+        configured_url=r["configured_url"],
+        title=r["title"],
+        configured_title=r["configured_title"],
+        site_url=r["site_url"],
+        tags=tuple(json.loads(r["tags"] or "[]")),
+        interval=r["interval"],
+        etag=r["etag"],
+        last_modified=r["last_modified"],
+        body_hash=r["body_hash"],
+        last_fetch_at=from_iso(r["last_fetch_at"]),
+        last_status=r["last_status"],
+        last_outcome=r["last_outcome"],
+        error_count=r["error_count"],
+        last_error=r["last_error"],
+        next_poll_at=from_iso(r["next_poll_at"]),
+        retry_after=from_iso(r["retry_after"]),
+        redirect_url=r["redirect_url"],
+        redirect_seen=r["redirect_seen"],
+        status=FeedStatus(r["status"]),
+        publish_interval=r["publish_interval"],
+        updated_at=from_iso(r["updated_at"]),
         ttl=r["ttl"],
         article_count=r["article_count"],
     )
@@ -765,18 +922,35 @@ def _feed_from_row(r: sqlite3.Row) -> FeedState:
 
 def _article_from_row(r: sqlite3.Row) -> Article:
     return Article(
-        id=r["id"], feed_id=r["feed_id"], entry_key=r["entry_key"], guid=r["guid"], url=r["url"],
-        canonical_url=r["canonical_url"], title=r["title"],
-        authors=tuple(Author(**a) for a in json.loads(r["authors"])), summary=r["summary"], content=r["content"],
+        id=r["id"],
+        feed_id=r["feed_id"],
+        entry_key=r["entry_key"],
+        guid=r["guid"],
+        url=r["url"],
+        canonical_url=r["canonical_url"],
+        title=r["title"],
+        authors=tuple(Author(**a) for a in json.loads(r["authors"])),
+        summary=r["summary"],
+        content=r["content"],
         categories=tuple(json.loads(r["categories"])),
-        enclosures=tuple(Enclosure(**x) for x in json.loads(r["enclosures"])), image=r["image"],
-        language=r["language"], published_at=from_iso(r["published_at"]), updated_at=from_iso(r["updated_at"]),
-        first_seen_at=from_iso(r["first_seen_at"]) or datetime.min, content_hash=r["content_hash"],
-        duplicate_of=r["duplicate_of"], rowid=r["seq"],
+        enclosures=tuple(Enclosure(**x) for x in json.loads(r["enclosures"])),
+        image=r["image"],
+        language=r["language"],
+        published_at=from_iso(r["published_at"]),
+        updated_at=from_iso(r["updated_at"]),
+        first_seen_at=from_iso(r["first_seen_at"]) or datetime.min,
+        content_hash=r["content_hash"],
+        duplicate_of=r["duplicate_of"],
+        rowid=r["seq"],
     )
 
 
 def _source(feed: FeedState) -> Source:
-    return Source(feed_id=feed.id, title=feed.display_title, feed_url=feed.url, site_url=feed.site_url,
-                  updated_at=feed.updated_at, tags=feed.tags)
-
+    return Source(
+        feed_id=feed.id,
+        title=feed.display_title,
+        feed_url=feed.url,
+        site_url=feed.site_url,
+        updated_at=feed.updated_at,
+        tags=feed.tags,
+    )

@@ -15,10 +15,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 from aggregator.config import Config
 from aggregator.model import FeedState, FeedStatus, Story, Subscription
@@ -48,7 +48,7 @@ FORMATS: dict[str, tuple[str, Callable[[list[Story], FeedMeta], bytes]]] = {
 class Document:
     """One rendered output. The gzip form is made once, on first request."""
 
-    __slots__ = ("path", "body", "content_type", "etag", "last_modified", "_gzipped", "_lock")
+    __slots__ = ("_gzipped", "_lock", "body", "content_type", "etag", "last_modified", "path")
 
     def __init__(self, path: str, body: bytes, content_type: str, last_modified: datetime | None):
         self.path = path
@@ -92,8 +92,9 @@ class Publisher:
         self.base_url = config.settings.http.public_base_url
         self.entries = output.entries
         self.per_source = output.per_source
-        self.latest_meta = FeedMeta(title=output.title, subtitle=output.subtitle, id=config.feed_id_uri,
-                                    base_url=self.base_url, path="latest")
+        self.latest_meta = FeedMeta(
+            title=output.title, subtitle=output.subtitle, id=config.feed_id_uri, base_url=self.base_url, path="latest"
+        )
         # path -> (fingerprint of the stories shown, rendered documents): a
         # scope whose stories did not change is not rendered again.
         self._rendered: dict[str, tuple[str, dict[str, Document]]] = {}
@@ -101,8 +102,13 @@ class Publisher:
 
     def tag_meta(self, tag: str) -> FeedMeta:
         latest = self.latest_meta
-        return FeedMeta(title=f"{latest.title}: {tag}", subtitle=f"{latest.subtitle} Tag: {tag}.",
-                        id=f"{latest.id}/tags/{tag}", base_url=self.base_url, path=f"tags/{tag}")
+        return FeedMeta(
+            title=f"{latest.title}: {tag}",
+            subtitle=f"{latest.subtitle} Tag: {tag}.",
+            id=f"{latest.id}/tags/{tag}",
+            base_url=self.base_url,
+            path=f"tags/{tag}",
+        )
 
     def build(self, previous: Snapshot | None = None, sources_every: float = 0.0) -> Snapshot:
         """Render everything whose inputs changed since ``previous``.
@@ -156,8 +162,12 @@ class Publisher:
     def _render_sources(self) -> dict[str, Document]:
         feeds = [f for f in self.store.feeds() if f.status is not FeedStatus.UNSUBSCRIBED]
         subs = [_subscription(f) for f in feeds]
-        opml = render_opml(subs, f"{self.latest_meta.title}: subscriptions",
-                           {f.id: f.title for f in feeds if f.title}, {f.id: f.site_url for f in feeds if f.site_url})
+        opml = render_opml(
+            subs,
+            f"{self.latest_meta.title}: subscriptions",
+            {f.id: f.title for f in feeds if f.title},
+            {f.id: f.site_url for f in feeds if f.site_url},
+        )
         return {
             "feeds": Document("feeds", render_sources(feeds, self.latest_meta), HTML, None),
             "opml": Document("opml", opml, OPML, None),
@@ -169,9 +179,23 @@ def _fingerprint(stories: list[Story]) -> str:
     digest = hashlib.sha256()
     for story in stories:
         a, source = story.article, story.source
-        digest.update(repr((a.id, a.content_hash, a.updated_at, a.published_at, a.first_seen_at, a.duplicate_of,
-                            source.title, source.feed_url, source.site_url, source.updated_at,
-                            [(o.source.title, o.url, o.title) for o in story.also])).encode())
+        digest.update(
+            repr(
+                (
+                    a.id,
+                    a.content_hash,
+                    a.updated_at,
+                    a.published_at,
+                    a.first_seen_at,
+                    a.duplicate_of,
+                    source.title,
+                    source.feed_url,
+                    source.site_url,
+                    source.updated_at,
+                    [(o.source.title, o.url, o.title) for o in story.also],
+                )
+            ).encode()
+        )
     return digest.hexdigest()
 
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from aggregator.model import Story
 from aggregator.publish.common import (
-    GENERATOR, GENERATOR_URI, GENERATOR_VERSION, FeedMeta, body_html, entry_published, entry_updated, newest_update,
+    GENERATOR,
+    GENERATOR_URI,
+    GENERATOR_VERSION,
+    FeedMeta,
+    body_html,
+    entry_published,
+    entry_updated,
+    newest_update,
     rfc3339,
 )
 from aggregator.publish.xmlutil import attr, text
@@ -42,8 +49,10 @@ def _entry(story: Story) -> str:
         parts.append(f'<link rel="alternate" type="text/html" href="{attr(a.url)}"/>')
     for other in story.also:
         if other.url:
-            parts.append(f'<link rel="related" type="text/html" href="{attr(other.url)}" '
-                         f'title="{attr(other.source.title + ": " + other.title)}"/>')
+            parts.append(
+                f'<link rel="related" type="text/html" href="{attr(other.url)}" '
+                f'title="{attr(other.source.title + ": " + other.title)}"/>'
+            )
     for enclosure in a.enclosures:
         extra = f' type="{attr(enclosure.type)}"' if enclosure.type else ""
         extra += f' length="{enclosure.length}"' if enclosure.length is not None else ""
@@ -52,9 +61,13 @@ def _entry(story: Story) -> str:
     parts.append(f"<updated>{rfc3339(entry_updated(story))}</updated>")
     authors = a.authors or ()
     for author in authors:
-        parts.append("<author>" + f"<name>{text(author.name or author.email)}</name>"
-                     + (f"<email>{text(author.email)}</email>" if author.email else "")
-                     + (f"<uri>{text(author.url)}</uri>" if author.url else "") + "</author>")
+        parts.append(
+            "<author>"
+            + f"<name>{text(author.name or author.email)}</name>"
+            + (f"<email>{text(author.email)}</email>" if author.email else "")
+            + (f"<uri>{text(author.url)}</uri>" if author.url else "")
+            + "</author>"
+        )
     if not authors:
         # Atom requires an author; the source is the honest answer.
         parts.append(f"<author><name>{text(source.title)}</name></author>")
@@ -76,8 +89,12 @@ def _entry(story: Story) -> str:
 def _source(story: Story) -> str:
     source = story.source
     updated = source.updated_at or entry_updated(story)
-    parts = ["<source>", f"<id>{text(source.feed_url)}</id>", f'<title type="text">{text(source.title)}</title>',
-             f'<link rel="self" href="{attr(source.feed_url)}"/>']
+    parts = [
+        "<source>",
+        f"<id>{text(source.feed_url)}</id>",
+        f'<title type="text">{text(source.title)}</title>',
+        f'<link rel="self" href="{attr(source.feed_url)}"/>',
+    ]
     if source.site_url:
         parts.append(f'<link rel="alternate" type="text/html" href="{attr(source.site_url)}"/>')
     parts.append(f"<updated>{rfc3339(updated)}</updated>")

@@ -3,9 +3,9 @@ dates in the formats the standards ask for, and the "also reported by" note."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Sequence
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 from aggregator import PROJECT_URL, __version__
@@ -16,7 +16,7 @@ from aggregator.publish.xmlutil import attr, text
 GENERATOR = "aggregator"
 GENERATOR_URI = PROJECT_URL
 GENERATOR_VERSION = __version__
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def newest_update(stories: Sequence[Story]) -> datetime:
 
 
 def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def rfc822(moment: datetime) -> str:

@@ -4,8 +4,8 @@ only text (never a source's markup) from summaries is shown."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
-from typing import Sequence
 from urllib.parse import quote
 
 from aggregator.model import FeedState, Story
@@ -24,7 +24,8 @@ nav a { margin-right: 0.8rem; }
 article { border-bottom: 1px solid var(--line); padding: 0.8rem 0; display: flow-root; }
 article h2 { font-size: 1.1rem; margin: 0 0 0.2rem; }
 .meta, .also { color: var(--muted); font-size: 0.85rem; margin: 0.2rem 0; }
-article img { float: right; width: 6rem; height: 4.5rem; object-fit: cover; margin: 0 0 0.4rem 0.8rem; border-radius: 4px; }
+article img { float: right; width: 6rem; height: 4.5rem; object-fit: cover; margin: 0 0 0.4rem 0.8rem;
+              border-radius: 4px; }
 p.summary { margin: 0.3rem 0; }
 table { border-collapse: collapse; width: 100%; font-size: 0.9rem; }
 td, th { border-bottom: 1px solid var(--line); padding: 0.3rem; text-align: start; vertical-align: top; }
@@ -39,25 +40,32 @@ def _e(value: object) -> str:
 def _page(title: str, head_extra: str, body: str, language: str | None = None) -> bytes:
     lang = f' lang="{_e(language)}"' if language else ""
     return (
-        f"<!DOCTYPE html>\n<html{lang}>\n<head>\n<meta charset=\"utf-8\">\n"
+        f'<!DOCTYPE html>\n<html{lang}>\n<head>\n<meta charset="utf-8">\n'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f'<meta name="generator" content="{GENERATOR} {GENERATOR_VERSION}">\n'
         f"<title>{_e(title)}</title>\n{head_extra}<style>\n{STYLE}\n</style>\n</head>\n<body>\n{body}</body>\n</html>\n"
-    ).encode("utf-8")
+    ).encode()
 
 
 def _discovery_links(meta: FeedMeta) -> str:
     return (
-        f'<link rel="alternate" type="application/atom+xml" title="{_e(meta.title)} (Atom)" href="{_e(meta.url(".atom"))}">\n'
-        f'<link rel="alternate" type="application/rss+xml" title="{_e(meta.title)} (RSS)" href="{_e(meta.url(".rss"))}">\n'
-        f'<link rel="alternate" type="application/feed+json" title="{_e(meta.title)} (JSON Feed)" href="{_e(meta.url(".json"))}">\n'
+        f'<link rel="alternate" type="application/atom+xml" title="{_e(meta.title)} (Atom)"'
+        f' href="{_e(meta.url(".atom"))}">\n'
+        f'<link rel="alternate" type="application/rss+xml" title="{_e(meta.title)} (RSS)"'
+        f' href="{_e(meta.url(".rss"))}">\n'
+        f'<link rel="alternate" type="application/feed+json" title="{_e(meta.title)} (JSON Feed)"'
+        f' href="{_e(meta.url(".json"))}">\n'
     )
 
 
 def _nav(meta: FeedMeta, tags: Sequence[str]) -> str:
-    links = [f'<a href="{_e(meta.url(".atom"))}">Atom</a>', f'<a href="{_e(meta.url(".rss"))}">RSS</a>',
-             f'<a href="{_e(meta.url(".json"))}">JSON Feed</a>', f'<a href="{_e(meta.base_url)}feeds">Sources</a>',
-             f'<a href="{_e(meta.base_url)}opml">OPML</a>']
+    links = [
+        f'<a href="{_e(meta.url(".atom"))}">Atom</a>',
+        f'<a href="{_e(meta.url(".rss"))}">RSS</a>',
+        f'<a href="{_e(meta.url(".json"))}">JSON Feed</a>',
+        f'<a href="{_e(meta.base_url)}feeds">Sources</a>',
+        f'<a href="{_e(meta.base_url)}opml">OPML</a>',
+    ]
     tag_links = " ".join(f'<a href="{_e(meta.base_url)}tags/{_e(quote(t, safe=""))}.atom">#{_e(t)}</a>' for t in tags)
     return f"<nav>{' '.join(links)}</nav>" + (f'<p class="meta">Tags: {tag_links}</p>' if tags else "")
 
@@ -77,17 +85,21 @@ def render_index(stories: Sequence[Story], meta: FeedMeta, tags: Sequence[str] =
         also = ""
         if story.also:
             names = ", ".join(
-                f'<a href="{_e(o.url)}">{_e(o.source.title)}</a>' if o.url else _e(o.source.title) for o in story.also)
+                f'<a href="{_e(o.url)}">{_e(o.source.title)}</a>' if o.url else _e(o.source.title) for o in story.also
+            )
             also = f'<p class="also">Also reported by {names}</p>'
         source = story.source
         source_html = f'<a href="{_e(source.site_url)}">{_e(source.title)}</a>' if source.site_url else _e(source.title)
         items.append(
             f"<article>{img}<h2>{heading}</h2>"
             f'<p class="meta">{source_html} · <time datetime="{rfc3339(when)}">{when:%Y-%m-%d %H:%M} UTC</time></p>'
-            + (f'<p class="summary">{_e(summary)}</p>' if summary else "") + f"{also}</article>\n"
+            + (f'<p class="summary">{_e(summary)}</p>' if summary else "")
+            + f"{also}</article>\n"
         )
-    body = (f"<header><h1>{_e(meta.title)}</h1><p class=\"meta\">{_e(meta.subtitle)}</p>{_nav(meta, tags)}</header>\n"
-            f"<main>\n{''.join(items) or '<p>No stories yet.</p>'}</main>\n")
+    body = (
+        f'<header><h1>{_e(meta.title)}</h1><p class="meta">{_e(meta.subtitle)}</p>{_nav(meta, tags)}</header>\n'
+        f"<main>\n{''.join(items) or '<p>No stories yet.</p>'}</main>\n"
+    )
     return _page(meta.title, _discovery_links(meta), body, meta.language)
 
 
@@ -101,10 +113,13 @@ def render_sources(feeds: Sequence[FeedState], meta: FeedMeta) -> bytes:
         site = f' (<a href="{_e(feed.site_url)}">site</a>)' if feed.site_url else ""
         last = feed.last_fetch_at.strftime("%Y-%m-%d %H:%M") if feed.last_fetch_at else "-"
         rows.append(
-            f'<tr><td><a href="{_e(feed.url)}">{_e(feed.display_title)}</a>{site}</td><td>{_e(", ".join(feed.tags))}</td>'
+            f'<tr><td><a href="{_e(feed.url)}">{_e(feed.display_title)}</a>{site}</td>'
+            f"<td>{_e(', '.join(feed.tags))}</td>"
             f"<td>{_e(status)}{error}</td><td>{_e(last)}</td><td>{feed.article_count}</td></tr>\n"
         )
-    body = (f"<header><h1>{_e(meta.title)}: sources</h1>{_nav(meta, ())}</header>\n<main><table>\n"
-            "<tr><th>Source</th><th>Tags</th><th>Last poll</th><th>When (UTC)</th><th>Articles</th></tr>\n"
-            f"{''.join(rows)}</table></main>\n")
+    body = (
+        f"<header><h1>{_e(meta.title)}: sources</h1>{_nav(meta, ())}</header>\n<main><table>\n"
+        "<tr><th>Source</th><th>Tags</th><th>Last poll</th><th>When (UTC)</th><th>Articles</th></tr>\n"
+        f"{''.join(rows)}</table></main>\n"
+    )
     return _page(f"{meta.title}: sources", _discovery_links(meta), body, meta.language)

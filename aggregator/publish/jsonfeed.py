@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from aggregator.model import Story
 from aggregator.publish.common import FeedMeta, body_html, entry_published, rfc3339
@@ -47,13 +48,21 @@ def _item(story: Story) -> dict[str, Any]:
         item["tags"] = list(a.categories)
     if a.enclosures:
         item["attachments"] = [
-            {k: v for k, v in (("url", e.url), ("mime_type", e.type or "application/octet-stream"),
-                               ("size_in_bytes", e.length)) if v is not None}
+            {
+                k: v
+                for k, v in (
+                    ("url", e.url),
+                    ("mime_type", e.type or "application/octet-stream"),
+                    ("size_in_bytes", e.length),
+                )
+                if v is not None
+            }
             for e in a.enclosures
         ]
     source = story.source
     item["_source"] = {"title": source.title, "feed_url": source.feed_url, "home_page_url": source.site_url}
     if story.also:
         item["_source"]["also_reported_by"] = [
-            {"title": o.source.title, "feed_url": o.source.feed_url, "url": o.url} for o in story.also]
+            {"title": o.source.title, "feed_url": o.source.feed_url, "url": o.url} for o in story.also
+        ]
     return item

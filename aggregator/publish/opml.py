@@ -4,14 +4,18 @@ so a round trip through `feeds import` keeps them."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from aggregator.model import Subscription
 from aggregator.publish.xmlutil import attr, text
 
 
-def render_opml(subs: Sequence[Subscription], title: str, titles: dict[str, str] | None = None,
-                site_urls: dict[str, str] | None = None) -> bytes:
+def render_opml(
+    subs: Sequence[Subscription],
+    title: str,
+    titles: dict[str, str] | None = None,
+    site_urls: dict[str, str] | None = None,
+) -> bytes:
     titles = titles or {}
     site_urls = site_urls or {}
     groups: dict[str, list[Subscription]] = {}

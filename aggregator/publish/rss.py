@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from aggregator.model import Story
 from aggregator.publish.common import (
-    GENERATOR, GENERATOR_VERSION, FeedMeta, body_html, entry_published, newest_update, rfc822,
+    GENERATOR,
+    GENERATOR_VERSION,
+    FeedMeta,
+    body_html,
+    entry_published,
+    newest_update,
+    rfc822,
 )
 from aggregator.publish.xmlutil import attr, text
 
@@ -48,8 +54,10 @@ def _item(story: Story) -> str:
     if a.enclosures:
         # RSS allows one enclosure per item; its length is required (0 when unknown).
         first = a.enclosures[0]
-        parts.append(f'<enclosure url="{attr(first.url)}" length="{first.length or 0}" '
-                     f'type="{attr(first.type or "application/octet-stream")}"/>')
+        parts.append(
+            f'<enclosure url="{attr(first.url)}" length="{first.length or 0}" '
+            f'type="{attr(first.type or "application/octet-stream")}"/>'
+        )
     description = a.summary or a.content
     if description:
         parts.append(f"<description>{text(description)}</description>")
