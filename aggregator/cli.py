@@ -15,19 +15,20 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from aggregator import __version__
-from aggregator.config import (
-    Config,
-    ConfigError,
-    Subscriptions,
-    append_feed,
-    feed_id_for,
-    load_config,
-    load_opml_feeds,
-    load_subscriptions,
-)
+from aggregator.config import Config, load_config
 from aggregator.logs import setup_logging
 from aggregator.model import Article, FeedState, FeedStatus, Outcome, PollReport, iso, utcnow
 from aggregator.store import Store, StoreError
+from aggregator.subscriptions import (
+    Subscriptions,
+    add_feeds,
+    append_feed,
+    feed_id_for,
+    load_opml_feeds,
+    load_subscriptions,
+    plan_import,
+)
+from aggregator.validation import ConfigError, without_userinfo
 
 if TYPE_CHECKING:
     from aggregator.ingest import Poller
@@ -251,44 +252,38 @@ def feeds_add(
     finally:
         fetcher.close()
     existing = load_subscriptions(config.feeds_dir)
-    if existing.by_url(found.url):
-        click.echo(f"Already subscribed: {found.url} ({existing.by_url(found.url).source})")  # type: ignore[union-attr]
+    public_url = without_userinfo(found.url)[0]
+    already = existing.by_url(public_url)
+    if already is not None:
+        click.echo(f"Already subscribed: {public_url} ({already.source})")
         return
     target = file_path or config.feeds_dir / "added.yaml"
     try:
         append_feed(target, found.url, title, list(tags))
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
-    via = f" (found on {found.via})" if found.via else ""
-    click.echo(f"Added {found.title or found.url} <{found.url}>{via}, {found.entries} entries now, to {target}")
+    via = f" (found on {without_userinfo(found.via)[0]})" if found.via else ""
+    click.echo(f"Added {found.title or public_url} <{public_url}>{via}, {found.entries} entries now, to {target}")
 
 
 @feeds.command("import")
 @config_option
 @click.argument("opml_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def feeds_import(config_path: Path | None, opml_file: Path) -> None:
-    """Add the feeds of an OPML file (categories become tags) to feeds/<name>.yaml."""
+    """Add the feeds of an OPML file (categories become tags) to feeds/<name>.yaml, all or nothing."""
     config = _load(config_path)
     loaded = load_opml_feeds(opml_file)
     for error in loaded.errors:
         click.echo(f"warning: {error}", err=True)
     if not loaded.feeds:
         _fail(f"{opml_file}: no feeds found in this OPML file")
-    existing = load_subscriptions(config.feeds_dir)
-    known = {s.feed_id for s in existing.feeds}
+    plan = plan_import(loaded.feeds, load_subscriptions(config.feeds_dir).feeds)
     target = config.feeds_dir / f"{opml_file.stem}.yaml"
-    added = 0
-    for sub in loaded.feeds:
-        if sub.feed_id in known:
-            continue
-        append_feed(target, sub.url, sub.title, list(sub.tags))
-        known.add(sub.feed_id)
-        added += 1
-    skipped = len(loaded.feeds) - added
-    click.echo(
-        f"Imported {added} feed{'s' if added != 1 else ''} into {target}"
-        + (f" ({skipped} already subscribed)" if skipped else "")
-    )
+    try:
+        add_feeds(target, plan.new)
+    except (ConfigError, OSError) as exc:
+        _fail(f"{target}: nothing imported: {exc}")
+    click.echo(f"Imported {len(plan.new)} feed{'s' if len(plan.new) != 1 else ''} into {target}" + plan.notes())
 
 
 @feeds.command("export")

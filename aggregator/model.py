@@ -40,16 +40,48 @@ def from_iso(text: str | None) -> datetime | None:
 # --- subscriptions (what to poll; comes from feeds/) ------------------------
 
 
+@dataclass(frozen=True, repr=False)
+class FetchOptions:
+    """What the fetcher needs for one feed beyond its URL: credentials from
+    the URL's userinfo, extra request headers (an API key), a User-Agent some
+    sources insist on. Secrets: they go to the fetcher and nowhere else (never
+    into the database, a log line, an output or an export)."""
+
+    username: str | None = None
+    password: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    user_agent: str | None = None
+
+    def __repr__(self) -> str:
+        return "FetchOptions(<redacted>)"
+
+    @property
+    def empty(self) -> bool:
+        return self == NO_FETCH_OPTIONS
+
+
+NO_FETCH_OPTIONS = FetchOptions()
+
+
 @dataclass(frozen=True)
 class Subscription:
     """One feed as the subscription files describe it."""
 
     feed_id: str
-    url: str
+    url: str  # without userinfo: credentials live in ``fetch`` only
     title: str | None = None
     tags: tuple[str, ...] = ()
     interval: float | None = None  # seconds; None = global / adaptive
-    source: str = ""  # "feeds/world.yaml#3", for error messages
+    source: str = ""  # "world.yaml#3": the file and entry, for messages
+    enabled: bool = True  # false: listed but not polled
+    cluster: bool = True  # false: this feed's articles never join other outlets' stories
+    full_text: bool = False  # fetch each new article's page for its full text
+    backfill: int | None = None  # at most this many entries of the first poll reach the outputs
+    fetch: FetchOptions = field(default=NO_FETCH_OPTIONS, compare=False)
+
+    @property
+    def source_file(self) -> str:
+        return self.source.split("#", 1)[0]
 
 
 # --- feed state (how polling went; lives in the database) --------------------

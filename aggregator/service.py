@@ -18,13 +18,15 @@ from typing import IO
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from aggregator.config import Config, ConfigError, Subscriptions, load_config, load_subscriptions
+from aggregator.config import Config, load_config
 from aggregator.ingest import ParsePool, Poller
 from aggregator.metrics import Metrics
 from aggregator.model import PollReport, utcnow
 from aggregator.publish import Publisher, Snapshot, write_static
 from aggregator.scheduler import Dispatcher
 from aggregator.store import Store, StoreError, check_database_path
+from aggregator.subscriptions import Subscriptions, load_subscriptions
+from aggregator.validation import ConfigError
 from aggregator.web import App, SnapshotHolder, WebServer, json_body
 
 log = logging.getLogger(__name__)

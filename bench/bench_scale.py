@@ -33,7 +33,8 @@ from pathlib import Path
 
 import psutil
 
-from aggregator.config import feed_id_for, load_config
+from aggregator.config import load_config
+from aggregator.subscriptions import feed_id_for
 from aggregator.dedupe import Insert, Plan
 from aggregator.model import Author, ParsedEntry, Subscription, utcnow
 from aggregator.publish import Publisher

@@ -10,7 +10,8 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from aggregator.config import Config, load_config, load_subscriptions
+from aggregator.config import Config, load_config
+from aggregator.subscriptions import load_subscriptions
 from aggregator.ingest import InlineParser, Poller
 from aggregator.model import FeedState, FeedStatus, PollReport, utcnow
 from aggregator.store import Store
@@ -102,7 +103,7 @@ class Workspace:
             poller.close()
 
     def feed(self, url: str) -> FeedState:
-        from aggregator.config import feed_id_for
+        from aggregator.subscriptions import feed_id_for
 
         feed = self.store.feed(feed_id_for(url))
         assert feed is not None, url

@@ -108,7 +108,7 @@ def test_opml_import_export_round_trip(ws: Workspace, tmp_path: Path) -> None:
     exported = run_cli("feeds", "export", "--config", str(ws.config_path), check=True).stdout
     round_trip = tmp_path / "round.opml"
     round_trip.write_text(exported)
-    from aggregator.config import load_opml_feeds
+    from aggregator.subscriptions import load_opml_feeds
 
     subs = {s.url: s for s in load_opml_feeds(round_trip).feeds}
     assert subs["https://www.rudaw.net/english/rss"].tags[:2] == ("news", "middle-east")

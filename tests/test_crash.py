@@ -13,7 +13,7 @@ from pathlib import Path
 import feedparser
 import psutil
 
-from aggregator.config import feed_id_for
+from aggregator.subscriptions import feed_id_for
 from tests.conftest import Workspace, run_cli
 from tests.daemon import Daemon
 from tests.feedgen import rss, story

@@ -10,7 +10,7 @@ import time
 
 import feedparser
 
-from aggregator.config import feed_id_for
+from aggregator.subscriptions import feed_id_for
 from aggregator.store import Store
 from tests.conftest import Workspace, run_cli
 from tests.daemon import Daemon, gaps, write_feeds

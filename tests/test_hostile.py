@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator
 import feedparser
 import pytest
 
-from aggregator.config import feed_id_for
+from aggregator.subscriptions import feed_id_for
 from aggregator.model import Outcome, PollReport, utcnow
 from aggregator.publish import Publisher
 from tests.conftest import Workspace, run_cli
@@ -955,7 +955,7 @@ def test_config_that_is_not_utf8(tmp_path: Path) -> None:
     path.write_bytes(b"database: caf\xe9.db\n")
     proc = run_cli("poll", "--config", str(path))
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"error: {path}: not UTF-8 text (invalid continuation byte at byte 13)"
+    assert proc.stderr.strip() == f"error: {path}: not UTF-8 text (invalid continuation byte at byte 13); save it as UTF-8"
 
 
 def test_unknown_keys_exact_messages(tmp_path: Path) -> None:
@@ -982,7 +982,7 @@ def test_feeds_file_with_bad_entries_names_them_and_polls_the_rest(ws: Workspace
     proc = run_cli("poll", "--config", str(ws.config_path))
     assert proc.returncode == 0, proc.stderr
     assert f"{path}: feed #2 (notaurl): url: expected an http:// or https:// URL, got 'notaurl'" in proc.stderr
-    assert f"{path}: feed #3 ({b}): colour: unknown setting (expected one of: url, title, tags, interval)" in proc.stderr
+    assert f"{path}: feed #3 ({b}): colour: unknown setting (expected one of: url, title, tags, interval," in proc.stderr
     assert f"{path}: feed #4 ({b}?x=1): interval: expected a duration like 90s, 15m, 2h or 1d, got 'soon'" in proc.stderr
     assert f"{path}: feed #5: expected a mapping with a 'url', got int" in proc.stderr
     assert "broken.yaml:2:1: invalid YAML" in proc.stderr
