@@ -18,7 +18,7 @@ from aggregator import __version__
 from aggregator.config import Config, load_config
 from aggregator.logs import setup_logging
 from aggregator.model import Article, FeedState, FeedStatus, Outcome, PollReport, iso, utcnow
-from aggregator.store import Store, StoreError
+from aggregator.store import Store, StoreError, open_store
 from aggregator.subscriptions import (
     Subscriptions,
     add_feeds,
@@ -61,7 +61,7 @@ def _load(config_path: Path | None) -> Config:
 @contextmanager
 def _opened(config: Config) -> Iterator[Store]:
     try:
-        store = Store(config.database_path)
+        store = open_store(config.settings.database, config.root)
     except StoreError as exc:
         _fail(str(exc))
     try:

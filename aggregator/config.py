@@ -82,9 +82,8 @@ class PollingSettings(_Section):
     private_networks: list[str] = Field(default_factory=lambda: list(DEFAULT_PRIVATE_NETWORKS))
     parse_workers: Annotated[int, BeforeValidator(integer(0, 64))] = 0  # 0 = one per CPU core
     parse_timeout: Annotated[float, BeforeValidator(duration(0.1, 3600))] = 30
-    parse_recycle: Annotated[int, BeforeValidator(integer(1, 1_000_000))] = (
-        200  # documents a parse worker handles before it is replaced
-    )
+    # Documents a parse worker handles before it is replaced.
+    parse_recycle: Annotated[int, BeforeValidator(integer(1, 1_000_000))] = 200
     dispatch_every: Annotated[float, BeforeValidator(duration(0.05, 3600))] = 5
     shutdown_timeout: Annotated[float, BeforeValidator(duration(0.1, 3600))] = 20
 
@@ -115,21 +114,23 @@ def _atom_id(value: Any) -> str:
     return value
 
 
+DEFAULT_SUBTITLE = "The newest stories from all subscribed feeds, without duplicates."
+
+
 class OutputSettings(_Section):
     title: Annotated[str, BeforeValidator(text(200))] = "Latest"
-    subtitle: Annotated[str, BeforeValidator(text(500))] = (
-        "The newest stories from all subscribed feeds, without duplicates."
-    )
-    id: Annotated[str, BeforeValidator(_atom_id)] | None = None  # permanent Atom feed id; default from base_url
+    subtitle: Annotated[str, BeforeValidator(text(500))] = DEFAULT_SUBTITLE
+    # The permanent Atom feed id; default: a tag: URI from base_url's host.
+    id: Annotated[str, BeforeValidator(_atom_id)] | None = None
     entries: Count = 100
     per_source: Count = 10
+    # A new feed's first poll: at most this many of its entries reach the outputs.
+    backfill: Annotated[int, BeforeValidator(integer(0, 10000))] = 10
     dir: Annotated[str, BeforeValidator(text(1000))] = "public"
-    debounce: Annotated[float, BeforeValidator(duration(0, 3600, zero=True))] = (
-        5  # wait this long after a change before republishing
-    )
-    max_age: Annotated[float, BeforeValidator(duration(0, DAY, zero=True))] = (
-        300  # Cache-Control max-age for served outputs
-    )
+    # After a change, wait this long for more before republishing.
+    debounce: Annotated[float, BeforeValidator(duration(0, 3600, zero=True))] = 5
+    # Cache-Control max-age of the served outputs.
+    max_age: Annotated[float, BeforeValidator(duration(0, DAY, zero=True))] = 300
 
 
 class RetentionSettings(_Section):

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from aggregator.model import IngestCounts, ParsedEntry
 from aggregator.urls import is_absolute_uri, is_weak_identity
+
+# Why a stored article is kept out of the outputs (besides filters).
+HELD_BACKFILL = "backfill"  # beyond the newest N of a feed's first poll
+HELD_EXPIRED = "expired"  # already older than retention when it arrived
 
 # Fold rules, as counted in IngestCounts.folded and reported to users.
 RULE_CHANGED_GUID = "same-canonical-url-in-feed"  # layer 2: a new guid for a stored link
@@ -36,6 +40,7 @@ class StoredRef:
     modified_at: datetime | None  # when we last rewrote it
     rewrites: int
     duplicate_of: str | None
+    story_id: str | None = None
 
 
 @dataclass
@@ -52,6 +57,10 @@ class Insert:
     entry: ParsedEntry
     output_id: str
     duplicate_of: str | None
+    published_at: datetime  # the entry's date, or a fallback that keeps the document's order
+    duplicate_story: str | None = None  # the story of the article it duplicates
+    held: str | None = None  # kept out of the outputs: HELD_BACKFILL or HELD_EXPIRED
+    hidden_by: str | None = None  # the filter rule that hides it
 
 
 @dataclass(frozen=True)
@@ -99,12 +108,23 @@ def plan(
     existing: Existing,
     now: datetime,
     id_authority: str,
+    *,
+    fallback_start: datetime | None = None,
+    backfill: int | None = None,
+    expired_before: datetime | None = None,
 ) -> Plan:
+    """What to do with each entry of a document. ``fallback_start``: the
+    date an undated first entry gets (each next one a second older, so the
+    document's order is kept and no two share a date); ``backfill``: this is
+    the feed's first poll, and only its newest N entries reach the outputs;
+    ``expired_before``: entries dated before this are already past retention
+    (stored, so they never come back as new, but never published)."""
     result = Plan()
     counts = result.counts
     usable_urls = identifying_urls(entries)
     taken = set(existing.taken_ids)
-    for entry in entries:
+    start = fallback_start or now
+    for position, entry in enumerate(entries):
         if entry.entry_key in existing.tombstones:
             counts.folded[RULE_TOMBSTONE] = counts.folded.get(RULE_TOMBSTONE, 0) + 1
             result.tombstone_hits.append(entry.entry_key)
@@ -128,14 +148,29 @@ def plan(
             continue
         output_id = _output_id(entry, taken, id_authority, feed_id, now)
         taken.add(output_id)
-        duplicate_of = None
+        duplicate_of = duplicate_story = None
         if canonical and canonical in existing.elsewhere:
             other = existing.elsewhere[canonical]
             duplicate_of = other.duplicate_of or other.id
+            duplicate_story = other.story_id or duplicate_of
             counts.duplicates += 1
-        result.inserts.append(Insert(entry, output_id, duplicate_of))
+        published = entry.published_at or entry.updated_at or start - timedelta(seconds=position)
+        held = HELD_EXPIRED if expired_before is not None and published < expired_before else None
+        result.inserts.append(Insert(entry, output_id, duplicate_of, published, duplicate_story, held))
         counts.new += 1
+    if backfill is not None:
+        _hold_backfill(result, backfill)
     return result
+
+
+def _hold_backfill(result: Plan, keep: int) -> None:
+    """A feed's first poll: only its newest ``keep`` entries reach the outputs."""
+    newest = sorted(range(len(result.inserts)), key=lambda i: result.inserts[i].published_at, reverse=True)
+    for index in newest[keep:]:
+        insert = result.inserts[index]
+        if insert.held is None:
+            result.inserts[index] = replace(insert, held=HELD_BACKFILL)
+            result.counts.backfilled += 1
 
 
 def _output_id(entry: ParsedEntry, taken: set[str], authority: str, feed_id: str, now: datetime) -> str:

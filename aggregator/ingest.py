@@ -19,13 +19,15 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from aggregator import dedupe
 from aggregator.config import Config, id_authority
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.model import (
+    FIRST_OF_STORY,
+    FeedPollUpdate,
     FeedState,
     FeedStatus,
     FetchResult,
@@ -34,10 +36,11 @@ from aggregator.model import (
     ParsedFeed,
     ParseError,
     PollReport,
+    StoryPlan,
     utcnow,
 )
 from aggregator.policy import PollFacts, Timing, estimate_publish_interval, next_poll_at
-from aggregator.store import Store
+from aggregator.store import IngestTransaction, Store
 
 if TYPE_CHECKING:
     from aggregator.metrics import Metrics
@@ -133,67 +136,86 @@ def feed_changes(
     now: datetime,
     timing: Timing,
     rng: random.Random,
-) -> dict[str, Any]:
-    """The feed-state columns one poll changes."""
-    fields: dict[str, Any] = {"last_fetch_at": now, "last_status": fetch.status, "last_outcome": outcome.value}
+) -> FeedPollUpdate:
+    """The feed's state after one poll."""
     failed = outcome.is_error
     error_count = feed.error_count + 1 if failed else 0
-    fields["error_count"] = error_count
-    fields["last_error"] = error if failed else None
-    if body_hash is None and fetch.status == 200:
-        # The body was not taken in full (it did not parse, or an edit was held
-        # back): forget the validators, so the next poll fetches it again
-        # rather than being told "not modified".
-        fields["etag"] = fields["last_modified"] = None
-    elif fetch.etag or fetch.last_modified or fetch.status in (200, 304):
-        # Validators exactly as received, from every 200 and 304; a 304 that
-        # omits one keeps the one we had.
-        if fetch.status == 200:
-            fields["etag"], fields["last_modified"] = fetch.etag, fetch.last_modified
-        elif fetch.status == 304:
-            fields["etag"] = fetch.etag or feed.etag
-            fields["last_modified"] = fetch.last_modified or feed.last_modified
-    if body_hash is not None:
-        fields["body_hash"] = body_hash
-    publish_interval = feed.publish_interval
-    if parsed is not None:
-        fields.update(
-            title=parsed.title or feed.title,
-            site_url=parsed.site_url or feed.site_url,
-            self_url=parsed.self_url,
-            language=parsed.language,
-            updated_at=parsed.updated_at,
-            ttl=parsed.ttl,
-            last_parsed_at=now,
-        )
-        estimate = estimate_publish_interval(e.published_at for e in parsed.entries)
-        if estimate is not None:
-            publish_interval = fields["publish_interval"] = estimate
-    if counts.new:
-        fields["last_new_at"] = now
-    fields.update(_redirect_changes(feed, fetch, failed))
-    if outcome is Outcome.GONE:
-        fields["status"] = FeedStatus.GONE
-    elif not failed and feed.status is FeedStatus.GONE:
-        fields["status"] = FeedStatus.ACTIVE  # polled by hand (`poll --feed`) and it is back
-    facts = PollFacts(
-        outcome=outcome,
-        error_count=error_count,
-        max_age=fetch.max_age,
-        ttl=parsed.ttl if parsed is not None else feed.ttl,
-        retry_after=fetch.retry_after,
+    etag, last_modified = _validators(feed, fetch, body_hash)
+    title, site_url, self_url, language = feed.title, feed.site_url, feed.self_url, feed.language
+    updated_at, ttl, last_parsed_at, publish_interval = (
+        feed.updated_at,
+        feed.ttl,
+        feed.last_parsed_at,
+        feed.publish_interval,
     )
-    fields["next_poll_at"] = next_poll_at(now, facts, timing, feed.interval, publish_interval, rng)
-    fields["retry_after"] = fields["next_poll_at"] if fetch.retry_after is not None else None
-    return fields
+    if parsed is not None:
+        title, site_url = parsed.title or feed.title, parsed.site_url or feed.site_url
+        self_url, language, updated_at, ttl, last_parsed_at = (
+            parsed.self_url,
+            parsed.language,
+            parsed.updated_at,
+            parsed.ttl,
+            now,
+        )
+        publish_interval = estimate_publish_interval(e.published_at for e in parsed.entries) or publish_interval
+    url, redirect_url, redirect_seen = _redirect_changes(feed, fetch, failed)
+    status = None
+    if outcome is Outcome.GONE:
+        status = FeedStatus.GONE
+    elif not failed and feed.status is FeedStatus.GONE:
+        status = FeedStatus.ACTIVE  # polled by hand (`poll --feed`) and it is back
+    facts = PollFacts(outcome=outcome, error_count=error_count, max_age=fetch.max_age, ttl=ttl,
+                      retry_after=fetch.retry_after)  # fmt: skip
+    next_poll = next_poll_at(now, facts, timing, feed.interval, publish_interval, rng)
+    return FeedPollUpdate(
+        last_fetch_at=now,
+        last_status=fetch.status,
+        last_outcome=outcome.value,
+        error_count=error_count,
+        last_error=error if failed else None,
+        etag=etag,
+        last_modified=last_modified,
+        body_hash=body_hash if body_hash is not None else feed.body_hash,
+        next_poll_at=next_poll,
+        retry_after=next_poll if fetch.retry_after is not None else None,
+        url=url if url != feed.url else None,
+        redirect_url=redirect_url,
+        redirect_seen=redirect_seen,
+        status=status,
+        title=title,
+        site_url=site_url,
+        self_url=self_url,
+        language=language,
+        updated_at=updated_at,
+        ttl=ttl,
+        publish_interval=publish_interval,
+        last_parsed_at=last_parsed_at,
+        last_new_at=now if counts.new else feed.last_new_at,
+        visible=(title, site_url, url) != (feed.title, feed.site_url, feed.url) or status is not None,
+    )
 
 
-def _redirect_changes(feed: FeedState, fetch: FetchResult, failed: bool) -> dict[str, Any]:
-    """301/308: adopt the new URL only once it has served a valid feed on
-    REDIRECT_CONFIRMATIONS polls in a row. 302/303/307 never change it."""
+def _validators(feed: FeedState, fetch: FetchResult, body_hash: str | None) -> tuple[str | None, str | None]:
+    """ETag and Last-Modified exactly as received, from every 200 and 304 (a
+    304 that omits one keeps the one we had). A 200 whose body was not taken
+    in full (it did not parse, or an edit was held back) forgets them, so the
+    next poll fetches it again rather than being told "not modified"."""
+    if body_hash is None and fetch.status == 200:
+        return None, None
+    if fetch.status == 200:
+        return fetch.etag, fetch.last_modified
+    if fetch.status == 304:
+        return fetch.etag or feed.etag, fetch.last_modified or feed.last_modified
+    return feed.etag, feed.last_modified
+
+
+def _redirect_changes(feed: FeedState, fetch: FetchResult, failed: bool) -> tuple[str, str | None, int]:
+    """(url, redirect candidate, times seen). 301/308: adopt the new URL only
+    once it has served a valid feed on REDIRECT_CONFIRMATIONS polls in a row.
+    302/303/307 never change it."""
     target = fetch.permanent_redirect
     if not target or failed:
-        return {"redirect_url": None, "redirect_seen": 0} if feed.redirect_url else {}
+        return feed.url, None, 0
     seen = feed.redirect_seen + 1 if feed.redirect_url == target else 1
     if seen >= REDIRECT_CONFIRMATIONS:
         log.info(
@@ -202,8 +224,8 @@ def _redirect_changes(feed: FeedState, fetch: FetchResult, failed: bool) -> dict
             target,
             seen,
         )
-        return {"url": target, "redirect_url": None, "redirect_seen": 0}
-    return {"redirect_url": target, "redirect_seen": seen}
+        return target, None, 0
+    return feed.url, target, seen
 
 
 # --- orchestration -------------------------------------------------------------------------
@@ -233,6 +255,7 @@ class Poller:
         self._rng_lock = threading.Lock()
         self.clock = clock
         self.aborted = threading.Event()  # shutdown gave up on fetches in flight
+        self._fallback_floor: datetime | None = None  # undated entries get dates below this (see _plan)
 
     def abort_fetches(self) -> None:
         """Stop waiting for servers: fetches in flight end now and write nothing,
@@ -318,30 +341,52 @@ class Poller:
     ) -> None:
         with self.store.ingest(feed.id) as tx:
             if parsed is not None:
-                existing = tx.existing(parsed.entries)
-                plan = dedupe.plan(feed.id, parsed.entries, existing, now, self.authority)
-                tx.apply(plan, now)
+                plan = self._plan(tx, feed, parsed, now)
+                tx.apply(plan, self._stories(tx, feed, plan), now)
                 report.counts = plan.counts
                 for _key, rule in parsed.folded:
                     plan.counts.folded[rule] = plan.counts.folded.get(rule, 0) + 1
                 if plan.reparse_needed:
                     body_hash = None
             with self._rng_lock:
-                fields = feed_changes(
-                    feed,
-                    fetch,
-                    report.outcome,
-                    report.error,
-                    parsed,
-                    body_hash,
-                    report.counts,
-                    now,
-                    self.timing,
+                update = feed_changes(
+                    feed, fetch, report.outcome, report.error, parsed, body_hash, report.counts, now, self.timing,
                     self.rng,
-                )
-            visible = parsed is not None and (parsed.title != feed.title or parsed.site_url != feed.site_url)
-            tx.update_feed(fields, content_visible=visible or "url" in fields or report.outcome is Outcome.GONE)
-        report.next_poll_at = fields["next_poll_at"]
+                )  # fmt: skip
+            tx.write_feed(update)
+        report.next_poll_at = update.next_poll_at
+
+    def _plan(self, tx: IngestTransaction, feed: FeedState, parsed: ParsedFeed, now: datetime) -> dedupe.Plan:
+        """What the document's entries are (new, changed, known, duplicates):
+        runs inside the write transaction, so undated entries get fallback
+        dates no other poll of this process shares."""
+        settings = self.config.settings
+        undated = sum(1 for e in parsed.entries if e.published_at is None and e.updated_at is None)
+        start = now.replace(microsecond=0)
+        if self._fallback_floor is not None and start >= self._fallback_floor:
+            start = self._fallback_floor - timedelta(seconds=1)
+        first_poll = feed.last_parsed_at is None
+        plan = dedupe.plan(
+            feed.id,
+            parsed.entries,
+            tx.existing(parsed.entries),
+            now,
+            self.authority,
+            fallback_start=start,
+            backfill=(feed.backfill if feed.backfill is not None else settings.output.backfill) if first_poll else None,
+            expired_before=now - timedelta(days=settings.retention.days),
+        )
+        if undated:
+            self._fallback_floor = start - timedelta(seconds=len(parsed.entries))
+        return plan
+
+    def _stories(self, tx: IngestTransaction, feed: FeedState, plan: dedupe.Plan) -> list[StoryPlan]:
+        """Where each new article goes: an exact duplicate joins the story of
+        the article it duplicates; any other starts its own."""
+        return [
+            StoryPlan(insert.duplicate_story, "same-url", 1.0) if insert.duplicate_story else FIRST_OF_STORY
+            for insert in plan.inserts
+        ]
 
     def _log(self, name: str, feed: FeedState, report: PollReport, seconds: float) -> None:
         if not log.isEnabledFor(logging.WARNING if report.outcome.is_error else logging.INFO):

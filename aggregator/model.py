@@ -10,10 +10,23 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import overload
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@overload
+def iso(dt: datetime) -> str: ...
+
+
+@overload
+def iso(dt: None) -> None: ...
+
+
+@overload
+def iso(dt: datetime | None) -> str | None: ...
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -91,6 +104,7 @@ class FeedStatus(enum.StrEnum):
     ACTIVE = "active"
     GONE = "gone"  # answered 410: never polled again until re-added
     UNSUBSCRIBED = "unsubscribed"  # no longer in feeds/
+    DISABLED = "disabled"  # in feeds/ with `enabled: false`: kept, not polled
 
 
 @dataclass
@@ -120,10 +134,52 @@ class FeedState:
     updated_at: datetime | None = None  # the source feed's own updated date
     article_count: int = 0
     ttl: float | None = None  # RSS <ttl> from the last parsed document, seconds
+    self_url: str | None = None  # the document's own rel=self link
+    language: str | None = None
+    last_new_at: datetime | None = None  # when a poll last brought a new article
+    last_parsed_at: datetime | None = None  # when its document was last parsed
+    source_file: str | None = None  # the feeds/ file that lists it
+    cluster: bool = True  # may its articles join other outlets' stories
+    full_text: bool = False
+    backfill: int | None = None
 
     @property
     def display_title(self) -> str:
         return self.configured_title or self.title or self.url
+
+
+@dataclass(frozen=True)
+class FeedPollUpdate:
+    """The feed state one poll leaves behind: every column a poll owns, the
+    unchanged ones carrying their old value (a pure function decides it:
+    ingest.feed_changes; the store writes it as it is)."""
+
+    last_fetch_at: datetime
+    last_status: int | None
+    last_outcome: str
+    error_count: int
+    last_error: str | None
+    etag: str | None
+    last_modified: str | None
+    body_hash: str | None
+    next_poll_at: datetime | None  # None: never again (410 Gone)
+    retry_after: datetime | None
+    url: str | None  # a confirmed permanent redirect's target, else None: unchanged
+    redirect_url: str | None
+    redirect_seen: int
+    # GONE after a 410, ACTIVE when a gone feed answers again, else None:
+    # unchanged (feeds/ may have unsubscribed the feed while it was polled).
+    status: FeedStatus | None
+    title: str | None
+    site_url: str | None
+    self_url: str | None
+    language: str | None
+    updated_at: datetime | None
+    ttl: float | None
+    publish_interval: float | None
+    last_parsed_at: datetime | None
+    last_new_at: datetime | None
+    visible: bool  # the change shows in the outputs (title, site link, URL, gone)
 
 
 # --- fetch ------------------------------------------------------------------
@@ -222,6 +278,7 @@ class ParsedEntry:
     published_at: datetime | None = None  # as the source said (UTC), validated
     updated_at: datetime | None = None
     unchanged: bool = False  # content hash matched a stored one: fields not filled
+    text: str = ""  # title-less plain text of summary and content (search, stories, filters), capped
 
 
 @dataclass
@@ -274,16 +331,8 @@ class IngestCounts:
     unchanged: int = 0
     duplicates: int = 0  # stored, but folded into another feed's story
     capped: int = 0  # edits held back by the churn cap
+    backfilled: int = 0  # stored but kept out of the outputs by a quiet first poll
     folded: dict[str, int] = field(default_factory=dict)  # rule -> entries merged into an existing article
-
-    def add(self, other: IngestCounts) -> None:
-        self.new += other.new
-        self.updated += other.updated
-        self.unchanged += other.unchanged
-        self.duplicates += other.duplicates
-        self.capped += other.capped
-        for rule, n in other.folded.items():
-            self.folded[rule] = self.folded.get(rule, 0) + n
 
     @property
     def changed(self) -> bool:
@@ -331,9 +380,36 @@ class AlsoReported:
 
 @dataclass
 class Story:
-    """One line of the Latest feed: the representative article of a story,
-    where it came from, and the other sources that carried it."""
+    """One line of an output: the article that represents a story there,
+    where it came from, and the other outlets that reported it."""
 
     article: Article
     source: Source
     also: list[AlsoReported] = field(default_factory=list)
+    story_id: str = ""  # the story's id: its first article's output id
+    size: int = 1  # articles in the story (shown or not)
+
+
+@dataclass(frozen=True)
+class StoredStory:
+    """A story as the store keeps it, for deciding whether a new article joins it."""
+
+    id: str
+    published_at: datetime  # its first article's date: the time window is on this
+    language: str | None
+    profile: str | None  # what the cluster module compares newcomers against (serialised)
+    feeds: tuple[str, ...]  # feeds with an article in it: a feed never has two
+
+
+@dataclass(frozen=True)
+class StoryPlan:
+    """Where one new article goes: into a story, or founding its own."""
+
+    story_id: str | None  # None: it founds a story whose id is its own output id
+    rule: str  # "first", "same-url" (an exact duplicate), "similar", "manual"
+    score: float | None = None  # the similarity that joined it
+    profile: str | None = None  # the story's profile after this article (None: unchanged)
+    keys: tuple[str, ...] = ()  # index keys the story gains
+
+
+FIRST_OF_STORY = StoryPlan(story_id=None, rule="first")

@@ -44,6 +44,7 @@ feedparser.mixin._FeedParserMixin.can_be_relative_uri = feedparser.mixin._FeedPa
 NORMALISER_VERSION = "1"
 MAX_KEY_LENGTH = 512
 MAX_TITLE = 1000  # characters; a longer "title" is somebody's mistake or an attack
+MAX_TEXT = 20_000  # characters of plain text kept for search, stories and filters
 FUTURE_TOLERANCE = timedelta(days=1)
 EARLIEST_PLAUSIBLE = datetime(1971, 1, 1, tzinfo=UTC)  # epoch 0 is a placeholder, not a date
 
@@ -486,6 +487,7 @@ def _normalise_entry(
     record.title = to_text(entry.get("title"))[:MAX_TITLE]
     record.authors = _authors(entry)
     record.summary, record.content = _texts(entry, base)
+    record.text = to_text(" ".join(part for part in (record.summary, record.content) if part))[:MAX_TEXT]
     if not record.title:
         record.title = _fallback_title(record.summary or record.content, link)
     record.categories = _categories(entry)

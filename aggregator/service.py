@@ -24,7 +24,7 @@ from aggregator.metrics import Metrics
 from aggregator.model import PollReport, utcnow
 from aggregator.publish import Publisher, Snapshot, write_static
 from aggregator.scheduler import Dispatcher
-from aggregator.store import Store, StoreError, check_database_path
+from aggregator.store import Store, StoreError, check_database_path, open_store
 from aggregator.subscriptions import Subscriptions, load_subscriptions
 from aggregator.validation import ConfigError
 from aggregator.web import App, SnapshotHolder, WebServer, json_body
@@ -440,7 +440,7 @@ def run_service(config: Config) -> int:
     lock = InstanceLock(config.database_path)
     lock.acquire()
     try:
-        store = Store(config.database_path)
+        store = open_store(config.settings.database, config.root)
         try:
             subs = load_subscriptions(config.feeds_dir)
             store.sync_subscriptions(subs.feeds, utcnow())

@@ -39,7 +39,7 @@ from aggregator.dedupe import Insert, Plan
 from aggregator.model import Author, ParsedEntry, Subscription, utcnow
 from aggregator.publish import Publisher
 from aggregator.publish.atom import render_atom
-from aggregator.store import Store
+from aggregator.store import SQLiteStore as Store
 from aggregator.urls import canonical_url
 from bench.feedfarm import FarmProcess, FarmSpec
 

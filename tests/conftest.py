@@ -14,7 +14,7 @@ from aggregator.config import Config, load_config
 from aggregator.subscriptions import load_subscriptions
 from aggregator.ingest import InlineParser, Poller
 from aggregator.model import FeedState, FeedStatus, PollReport, utcnow
-from aggregator.store import Store
+from aggregator.store import Store, open_store
 from tests.fixture_server import FeedServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +45,14 @@ class Workspace:
     def __init__(self, root: Path):
         self.root = root
         (root / "feeds").mkdir(exist_ok=True)
-        self.settings: dict[str, Any] = {"database": "test.db", "logging": {"level": "debug"}}
+        # Fixture feeds are dated mid-2026 and often long: a long retention and
+        # no quiet first poll unless a test asks (their own tests set them).
+        self.settings: dict[str, Any] = {
+            "database": "test.db",
+            "logging": {"level": "debug"},
+            "retention": {"days": 3650},
+            "output": {"backfill": 1000},
+        }
         self._store: Store | None = None
         self.write_config()
 
@@ -73,7 +80,8 @@ class Workspace:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.config().database_path)
+            config = self.config()
+            self._store = open_store(config.settings.database, config.root)
         return self._store
 
     def sync(self) -> None:

@@ -11,7 +11,7 @@ import time
 import feedparser
 
 from aggregator.subscriptions import feed_id_for
-from aggregator.store import Store
+from aggregator.store import SQLiteStore
 from tests.conftest import Workspace, run_cli
 from tests.daemon import Daemon, gaps, write_feeds
 from tests.feedgen import rss, story
@@ -124,7 +124,7 @@ def test_301_adopted_after_two_valid_polls_302_never(ws: Workspace, server: Feed
     assert d.stop() == 0  # no poll in flight while counting
     assert len(server.requests_for("/old")) == 2  # two confirmations, then the new URL directly
     assert len(server.requests_for("/temp")) == len(server.requests_for("/temp-target"))  # 302: always via the old URL
-    store = Store(ws.config().database_path)
+    store = SQLiteStore(ws.config().database_path)
     assert store.feed(feed_id_for(server.url("/old"))).url == server.url("/new")  # type: ignore[union-attr]
     assert store.feed(feed_id_for(server.url("/temp"))).url == server.url("/temp")  # type: ignore[union-attr]
     store.close()
@@ -212,7 +212,7 @@ def test_sigterm_abandons_a_hung_fetch_within_the_deadline(ws: Workspace, server
     assert time.monotonic() - stopping < 2 + 4
     release.set()
     assert "abandoned 1 fetch(es)" in d.log
-    store = Store(ws.config().database_path)
+    store = SQLiteStore(ws.config().database_path)
     hung = store.feed(feed_id_for(server.url("/hang")))
     assert hung is not None and hung.last_fetch_at is None and hung.error_count == 0  # nothing half-written: still due
     assert store.integrity_check() == "ok"

@@ -7,7 +7,7 @@ import random
 from datetime import datetime, timedelta, timezone
 
 from aggregator.ingest import feed_changes
-from aggregator.model import FeedState, FeedStatus, FetchResult, IngestCounts, Outcome, ParsedEntry, ParsedFeed
+from aggregator.model import FeedPollUpdate, FeedState, FeedStatus, FetchResult, IngestCounts, Outcome, ParsedEntry, ParsedFeed
 from aggregator.policy import PollFacts, Timing, backoff_interval, estimate_publish_interval, next_poll_at, regular_interval
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -78,7 +78,7 @@ def _feed(**kw: object) -> FeedState:
     return FeedState(id="f", url="http://old.example/feed", configured_url="http://old.example/feed", **kw)  # type: ignore[arg-type]
 
 
-def _changes(feed: FeedState, fetch: FetchResult, outcome: Outcome = Outcome.OK) -> dict:
+def _changes(feed: FeedState, fetch: FetchResult, outcome: Outcome = Outcome.OK) -> FeedPollUpdate:
     parsed = ParsedFeed(title="T", entries=[ParsedEntry("k", "guid", "h")]) if not outcome.is_error else None
     return feed_changes(feed, fetch, outcome, None, parsed, "hash", IngestCounts(), NOW, EXACT, random.Random(1))
 
@@ -86,32 +86,32 @@ def _changes(feed: FeedState, fetch: FetchResult, outcome: Outcome = Outcome.OK)
 def test_permanent_redirect_adopted_after_two_valid_polls() -> None:
     fetch = FetchResult(url="http://old.example/feed", outcome=Outcome.OK, status=200, permanent_redirect="https://new.example/feed")
     first = _changes(_feed(), fetch)
-    assert first["redirect_url"] == "https://new.example/feed" and first["redirect_seen"] == 1 and "url" not in first
+    assert first.redirect_url == "https://new.example/feed" and first.redirect_seen == 1 and first.url is None
     second = _changes(_feed(redirect_url="https://new.example/feed", redirect_seen=1), fetch)
-    assert second["url"] == "https://new.example/feed" and second["redirect_url"] is None
+    assert second.url == "https://new.example/feed" and second.redirect_url is None
 
 
 def test_redirect_streak_resets() -> None:
     pending = _feed(redirect_url="https://new.example/feed", redirect_seen=1)
     no_redirect = FetchResult(url="http://old.example/feed", outcome=Outcome.OK, status=200)
-    assert _changes(pending, no_redirect)["redirect_seen"] == 0
+    assert _changes(pending, no_redirect).redirect_seen == 0
     failed = FetchResult(url="http://old.example/feed", outcome=Outcome.HTTP_ERROR, status=500,
                          permanent_redirect="https://new.example/feed")
     changes = _changes(pending, failed, Outcome.HTTP_ERROR)
-    assert changes["redirect_seen"] == 0 and "url" not in changes
+    assert changes.redirect_seen == 0 and changes.url is None
     elsewhere = FetchResult(url="http://old.example/feed", outcome=Outcome.OK, status=200, permanent_redirect="https://other.example/")
-    assert _changes(pending, elsewhere)["redirect_seen"] == 1  # a different target starts over
+    assert _changes(pending, elsewhere).redirect_seen == 1  # a different target starts over
 
 
 def test_validators_and_errors_on_the_feed() -> None:
     fetch = FetchResult(url="u", outcome=Outcome.NOT_MODIFIED, status=304, etag=None, last_modified="Mon, 01 Jun 2026 10:00:00 GMT")
     changes = feed_changes(_feed(etag='"e"', error_count=3, last_error="x"), fetch, Outcome.NOT_MODIFIED, None, None,
                            None, IngestCounts(), NOW, EXACT, random.Random(1))
-    assert changes["etag"] == '"e"' and changes["last_modified"] == "Mon, 01 Jun 2026 10:00:00 GMT"
-    assert changes["error_count"] == 0 and changes["last_error"] is None
+    assert changes.etag == '"e"' and changes.last_modified == "Mon, 01 Jun 2026 10:00:00 GMT"
+    assert changes.error_count == 0 and changes.last_error is None
     gone = FetchResult(url="u", outcome=Outcome.GONE, status=410)
     changes = feed_changes(_feed(), gone, Outcome.GONE, "HTTP 410 Gone", None, None, IngestCounts(), NOW, EXACT, random.Random(1))
-    assert changes["status"] is FeedStatus.GONE and changes["next_poll_at"] is None and changes["error_count"] == 1
+    assert changes.status is FeedStatus.GONE and changes.next_poll_at is None and changes.error_count == 1
 
 
 def test_health_needs_a_running_scheduler_and_a_recent_dispatch() -> None:

@@ -85,7 +85,9 @@ def test_atom_round_trip(ws: Workspace, newsroom: dict[str, str]) -> None:
     assert "Café news" in by_title  # the <script> is gone from the title, the text stays
     undated = by_title["Undated note"]
     undated_article = stored[undated.id][0]
-    assert undated.published_parsed[:6] == undated_article.first_seen_at.timetuple()[:6]
+    # Undated: a fallback date from when it was first seen, a second per place in its document (DESIGN §3).
+    assert undated.published_parsed[:6] == undated_article.published_at.timetuple()[:6]
+    assert timedelta(0) <= undated_article.first_seen_at - undated_article.published_at < timedelta(minutes=1)
 
 
 def test_rss_round_trip(ws: Workspace, newsroom: dict[str, str]) -> None:

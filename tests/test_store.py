@@ -9,10 +9,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 
-from aggregator import store as store_module
+from aggregator.store import sqlite as store_module
 from aggregator.model import utcnow
-from aggregator.store import Store, StoreError
+from aggregator.store import SQLiteStore as Store
+from aggregator.store import StoreError
 from tests.conftest import Workspace
 from tests.feedgen import rss, story
 from tests.fixture_server import FeedServer
@@ -22,7 +24,7 @@ def test_wal_busy_timeout_and_schema_version(tmp_path: Path) -> None:
     store = Store(tmp_path / "a.db")
     conn = sqlite3.connect(tmp_path / "a.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.schema_version() == len(store_module.migrations.applied(store.db)) >= 1
+    assert store.schema_version() == len(store_module.migrations.applied(sqlite_utils.Database(store._wconn))) >= 1
     assert store._wconn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
     store.close()
 
@@ -37,13 +39,13 @@ def test_migration_runs_after_a_backup(tmp_path: Path, monkeypatch: pytest.Monke
 
     try:
         store = Store(path)
-        columns = {c.name for c in store.db["feeds"].columns}
+        columns = {c.name for c in sqlite_utils.Database(path)["feeds"].columns}
         assert "test_extra" in columns
         backups = list(tmp_path.glob("a.db.before-m999_test_extra_column.bak"))
         assert len(backups) == 1
         old = sqlite3.connect(backups[0])
         assert "test_extra" not in {r[1] for r in old.execute("PRAGMA table_info(feeds)")}
-        assert store.schema_version() == len(store_module.migrations.applied(store.db))
+        assert store.schema_version() == len(store_module.migrations.applied(sqlite_utils.Database(store._wconn)))
         store.close()
     finally:
         store_module.migrations._migrations.pop()
@@ -69,7 +71,14 @@ def test_hot_queries_use_indexes(ws: Workspace) -> None:
         "entry key": store.explain("SELECT * FROM entry_keys WHERE feed_id = ? AND entry_key IN (?, ?)", ("a", "b", "c")),
         "canonical in feed": store.explain("SELECT * FROM articles INDEXED BY articles_feed_canonical WHERE feed_id = ? AND canonical_url IN (?)", ("a", "b")),
         "canonical across feeds": store.explain("SELECT * FROM articles WHERE canonical_url IN (?) AND duplicate_of IS NULL", ("a",)),
-        "latest": store.explain("SELECT seq, feed_id FROM articles INDEXED BY articles_latest WHERE duplicate_of IS NULL ORDER BY sort_at DESC, seq DESC"),
+        "latest": store.explain("SELECT seq, feed_id, sort_at, story_id FROM articles INDEXED BY articles_latest"
+                                " WHERE visible = 1 AND (sort_at < ? OR (sort_at = ? AND seq < ?))"
+                                " ORDER BY sort_at DESC, seq DESC LIMIT ?", ("x", "x", 1, 500)),
+        "story members": store.explain("SELECT seq, feed_id, sort_at, story_id FROM articles INDEXED BY articles_story"
+                                       " WHERE story_id IN (?, ?) AND visible = 1 ORDER BY seq", ("a", "b")),
+        "story candidates": store.explain("SELECT story_id, COUNT(*) FROM story_keys WHERE key IN (?, ?)"
+                                          " AND at >= ? AND at <= ? GROUP BY story_id", ("a", "b", "x", "y")),
+        "tag": store.explain("SELECT feed_id FROM feed_tags WHERE tag = ?", ("world",)),
     }
     assert "feeds_due" in " ".join(plans["due feeds"])
     assert "PRIMARY KEY" in " ".join(plans["entry key"])
@@ -77,6 +86,8 @@ def test_hot_queries_use_indexes(ws: Workspace) -> None:
     assert "articles_canonical" in " ".join(plans["canonical across feeds"])
     latest = " ".join(plans["latest"])
     assert "articles_latest" in latest and "TEMP B-TREE" not in latest  # no sort step
+    assert "story_keys_at" in " ".join(plans["story candidates"]) or "PRIMARY KEY" in " ".join(plans["story candidates"])
+    assert "feed_tags_tag" in " ".join(plans["tag"])
     for name, plan in plans.items():
         assert not any(line.startswith("SCAN articles") and "INDEX" not in line for line in plan), (name, plan)
 
@@ -142,7 +153,8 @@ def test_latest_by_feed_and_by_scan_agree(ws: Workspace, server: FeedServer) -> 
     store = ws.store
     allowed = {f.id for f in store.feeds()}
     for limit, per_source in ((100, 10), (7, 3), (500, 100)):
-        assert store._latest_by_feed(allowed, limit, per_source) == store._latest_by_scan(allowed, limit, per_source)
+        by_feed = store._pick(store._feed_tops(allowed, max(per_source * 3, 10)), lambda m: True, limit, per_source)
+        assert by_feed == store._walk(allowed, limit, per_source)
 
 
 def test_retention_job_deletes_old_articles(ws: Workspace, server: FeedServer) -> None:

@@ -1,0 +1,239 @@
+"""Articles: one poll's writes (in one transaction), and the article reads
+the command line and the publisher need."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from aggregator.dedupe import Existing, Plan, StoredRef
+from aggregator.model import Article, FeedPollUpdate, FeedState, ParsedEntry, StoredStory, StoryPlan, from_iso, iso
+from aggregator.store.base import Conn, article_from_row, chunks, dumps, marks
+from aggregator.store.feeds import FeedsMixin
+
+_REF_COLUMNS = (
+    "a.seq, a.id, a.feed_id, a.content_hash, a.updated_at, a.modified_at, a.rewrites, a.duplicate_of, a.story_id"
+)
+_UPSERT_KEY = (
+    "INSERT INTO entry_keys (feed_id, entry_key, article_seq) VALUES (?, ?, ?)"
+    " ON CONFLICT(feed_id, entry_key) DO UPDATE SET article_seq = excluded.article_seq, deleted_at = NULL"
+)
+
+
+def _ref(r: Sequence[Any]) -> StoredRef:
+    return StoredRef(
+        rowid=r[0],
+        id=r[1],
+        feed_id=r[2],
+        content_hash=r[3],
+        updated_at=from_iso(r[4]),
+        modified_at=from_iso(r[5]),
+        rewrites=r[6],
+        duplicate_of=r[7],
+        story_id=r[8],
+    )
+
+
+class ArticlesMixin(FeedsMixin):
+    def known_hashes(self, feed_id: str) -> dict[str, str]:
+        """entry key -> content hash for every live article of a feed."""
+        rows = self._read(
+            "SELECT k.entry_key, a.content_hash FROM entry_keys k JOIN articles a ON a.seq = k.article_seq"
+            " WHERE k.feed_id = ?",
+            (feed_id,),
+        )
+        return {r[0]: r[1] for r in rows}
+
+    @contextmanager
+    def ingest(self, feed_id: str) -> Iterator[IngestTransaction]:
+        """One feed's poll, written in one transaction."""
+        with self._writing() as conn:
+            yield IngestTransaction(self, conn, feed_id)
+
+    def articles(self, limit: int | None = None, feed_id: str | None = None) -> list[tuple[Article, FeedState]]:
+        """Stored articles newest first, duplicates and hidden ones included, with their feed."""
+        sql = "SELECT a.* FROM articles a"
+        params: list[Any] = []
+        if feed_id:
+            sql += " WHERE a.feed_id = ?"
+            params.append(feed_id)
+        sql += " ORDER BY a.sort_at DESC, a.seq DESC"
+        if limit:
+            sql += " LIMIT ?"
+            params.append(limit)
+        feeds = {f.id: f for f in self.feeds()}
+        return [(article_from_row(r), feeds[r["feed_id"]]) for r in self._read(sql, params) if r["feed_id"] in feeds]
+
+
+class IngestTransaction:
+    """Reads and writes for one feed inside one write transaction."""
+
+    def __init__(self, store: ArticlesMixin, conn: Conn, feed_id: str):
+        self.store = store
+        self.conn = conn
+        self.feed_id = feed_id
+
+    def existing(self, entries: Sequence[ParsedEntry]) -> Existing:
+        conn = self.conn
+        hint = self.store._hint
+        found = Existing()
+        keys = [e.entry_key for e in entries]
+        canon = list({e.canonical_url for e in entries if e.canonical_url})
+        guids = list({e.guid for e in entries if e.guid})
+        for part in chunks(keys):
+            for r in conn.execute(
+                f"SELECT k.entry_key, {_REF_COLUMNS}, CASE WHEN k.article_seq IS NULL THEN 1 ELSE 0 END"
+                f" FROM entry_keys k LEFT JOIN articles a ON a.seq = k.article_seq"
+                f" WHERE k.feed_id = ? AND k.entry_key IN ({marks(part)})",
+                (self.feed_id, *part),
+            ):
+                if r[-1]:
+                    found.tombstones.add(r[0])
+                else:
+                    found.by_key[r[0]] = _ref(r[1:-1])
+        for part in chunks(canon):
+            for r in conn.execute(
+                f"SELECT a.canonical_url, {_REF_COLUMNS} FROM articles a{hint('articles_feed_canonical')}"
+                f" WHERE a.feed_id = ? AND a.canonical_url IN ({marks(part)}) ORDER BY a.seq",
+                (self.feed_id, *part),
+            ):
+                found.by_canonical.setdefault(r[0], _ref(r[1:]))
+            for r in conn.execute(
+                f"SELECT a.canonical_url, {_REF_COLUMNS} FROM articles a{hint('articles_canonical')}"
+                f" WHERE a.canonical_url IN ({marks(part)}) AND a.duplicate_of IS NULL AND a.feed_id != ?"
+                " ORDER BY a.seq",
+                (*part, self.feed_id),
+            ):
+                found.elsewhere.setdefault(r[0], _ref(r[1:]))
+        for part in chunks(guids):
+            found.taken_ids.update(
+                r[0] for r in conn.execute(f"SELECT id FROM articles WHERE id IN ({marks(part)})", part)
+            )
+        return found
+
+    def apply(self, plan: Plan, stories: Sequence[StoryPlan], now: datetime) -> None:
+        """Write a poll's plan; ``stories[i]`` says where ``plan.inserts[i]`` goes."""
+        conn = self.conn
+        stamp = iso(now)
+        for insert, story in zip(plan.inserts, stories, strict=True):
+            e = insert.entry
+            story_id = story.story_id or insert.output_id
+            published = insert.published_at
+            visible = int(insert.hidden_by is None and insert.held is None)
+            row = conn.execute(
+                "INSERT INTO articles (id, feed_id, entry_key, guid, url, canonical_url, title, authors, summary,"
+                " content, categories, enclosures, image, language, published_at, updated_at, first_seen_at, sort_at,"
+                " content_hash, duplicate_of, story_id, story_score, story_rule, hidden_by, held, visible)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING seq",
+                (
+                    insert.output_id, self.feed_id, e.entry_key, e.guid, e.url, e.canonical_url, e.title,
+                    dumps([a.to_json() for a in e.authors]), e.summary, e.content, dumps(list(e.categories)),
+                    dumps([x.to_json() for x in e.enclosures]), e.image, e.language, iso(published),
+                    iso(e.updated_at), stamp, iso(min(published, now)), e.content_hash, insert.duplicate_of,
+                    story_id, story.score, story.rule, insert.hidden_by, insert.held, visible,
+                ),
+            ).fetchone()  # fmt: skip
+            seq = row[0]
+            conn.execute(_UPSERT_KEY, (self.feed_id, e.entry_key, seq))
+            self.store._index_text(conn, seq, e.title, e.text)
+            if story.story_id is None:
+                self._found_story(story_id, seq, published, now, e.language, story)
+            else:
+                self._join_story(story_id, now, story)
+        for alias in plan.aliases:
+            conn.execute(_UPSERT_KEY, (self.feed_id, alias.entry_key, alias.ref.rowid))
+        for update in plan.updates:
+            self._update(update.ref.rowid, update.entry, update.updated_at, stamp, now)
+        if plan.inserts:
+            conn.execute(
+                "UPDATE feeds SET article_count = article_count + ? WHERE id = ?", (len(plan.inserts), self.feed_id)
+            )
+        for part in chunks(plan.tombstone_hits):
+            # Still in the feed: the tombstone must outlive it (see purge_tombstones).
+            conn.execute(
+                f"UPDATE entry_keys SET deleted_at = ? WHERE feed_id = ? AND entry_key IN ({marks(part)})",
+                (stamp, self.feed_id, *part),
+            )
+        if plan.inserts or plan.updates:
+            self.store._bump_content_version(conn)
+
+    def _found_story(
+        self, story_id: str, seq: int, published: datetime, now: datetime, language: str | None, story: StoryPlan
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO stories (id, founder_seq, published_at, first_seen_at, updated_at, language, profile, size,"
+            " feeds) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)",
+            (story_id, seq, iso(published), iso(now), iso(now), language, story.profile, dumps([self.feed_id])),
+        )
+        self._add_keys(story_id, story.keys, published)
+
+    def _join_story(self, story_id: str, now: datetime, story: StoryPlan) -> None:
+        row = self.conn.execute("SELECT feeds, published_at FROM stories WHERE id = ?", (story_id,)).fetchone()
+        if row is None:  # the story of a deleted representative: joining still keeps one story
+            return
+        feeds = sorted({*_loads_list(row[0]), self.feed_id})
+        profile_sql = ", profile = ?" if story.profile is not None else ""
+        params: tuple[Any, ...] = (iso(now), dumps(feeds))
+        params += (story.profile,) if story.profile is not None else ()
+        self.conn.execute(
+            f"UPDATE stories SET size = size + 1, updated_at = ?, feeds = ?{profile_sql} WHERE id = ?",
+            (*params, story_id),
+        )
+        self._add_keys(story_id, story.keys, from_iso(row[1]) or now)
+
+    def _add_keys(self, story_id: str, keys: Sequence[str], at: datetime) -> None:
+        if keys:
+            self.conn.executemany(
+                "INSERT INTO story_keys (key, story_id, at) VALUES (?, ?, ?) ON CONFLICT(key, story_id) DO NOTHING",
+                [(key, story_id, iso(at)) for key in keys],
+            )
+
+    def _update(self, seq: int, e: ParsedEntry, updated_at: datetime, stamp: str, now: datetime) -> None:
+        row = self.conn.execute("SELECT first_seen_at FROM articles WHERE seq = ?", (seq,)).fetchone()
+        first_seen = from_iso(row[0]) or now
+        published = e.published_at or e.updated_at or first_seen
+        self.conn.execute(
+            "UPDATE articles SET guid = ?, url = ?, canonical_url = ?, title = ?, authors = ?, summary = ?,"
+            " content = ?, categories = ?, enclosures = ?, image = ?, language = ?, published_at = ?,"
+            " updated_at = ?, sort_at = ?, content_hash = ?, modified_at = ?, rewrites = rewrites + 1 WHERE seq = ?",
+            (
+                e.guid, e.url, e.canonical_url, e.title, dumps([a.to_json() for a in e.authors]), e.summary,
+                e.content, dumps(list(e.categories)), dumps([x.to_json() for x in e.enclosures]), e.image,
+                e.language, iso(published), iso(updated_at), iso(min(published, first_seen)), e.content_hash, stamp,
+                seq,
+            ),
+        )  # fmt: skip
+        self.store._index_text(self.conn, seq, e.title, e.text, replace=True)
+
+    def story_candidates(self, keys: Sequence[str], start: datetime, end: datetime, limit: int) -> list[StoredStory]:
+        """Stories sharing index keys with a new article, dated within
+        [start, end], most shared keys first (the index: never a scan)."""
+        if not keys:
+            return []
+        counts: dict[str, int] = {}
+        for part in chunks(sorted(set(keys))):
+            for r in self.conn.execute(
+                f"SELECT story_id, COUNT(*) FROM story_keys WHERE key IN ({marks(part)}) AND at >= ? AND at <= ?"
+                " GROUP BY story_id",
+                (*part, iso(start), iso(end)),
+            ):
+                counts[r[0]] = counts.get(r[0], 0) + r[1]
+        best = sorted(counts, key=lambda sid: (-counts[sid], sid))[:limit]
+        out = []
+        for part in chunks(best):
+            for r in self.conn.execute(
+                f"SELECT id, published_at, language, profile, feeds FROM stories WHERE id IN ({marks(part)})", part
+            ):
+                out.append(StoredStory(r[0], from_iso(r[1]) or start, r[2], r[3], tuple(_loads_list(r[4]))))
+        return sorted(out, key=lambda s: (-counts[s.id], s.id))
+
+    def write_feed(self, update: FeedPollUpdate) -> None:
+        self.store.write_poll(self.conn, self.feed_id, update)
+
+
+def _loads_list(text: str | None) -> list[str]:
+    value = json.loads(text or "[]")
+    return [str(v) for v in value] if isinstance(value, list) else []
