@@ -17,13 +17,14 @@ import click
 from aggregator import __version__
 from aggregator.config import Config, load_config
 from aggregator.logs import setup_logging
-from aggregator.model import Article, FeedState, FeedStatus, Outcome, PollReport, iso, utcnow
+from aggregator.model import Article, FeedState, FeedStatus, FetchOptions, Outcome, PollReport, iso, utcnow
 from aggregator.store import Store, StoreError, open_store
 from aggregator.subscriptions import (
     Subscriptions,
     add_feeds,
     append_feed,
     feed_id_for,
+    interval_notes,
     load_opml_feeds,
     load_subscriptions,
     plan_import,
@@ -74,8 +75,10 @@ def _subscriptions(config: Config, store: Store, quiet: bool = False) -> Subscri
     subs = load_subscriptions(config.feeds_dir)
     if not quiet:
         for error in subs.errors:
-            click.echo(f"warning: {error} (this entry is skipped; the others are loaded)", err=True)
-    store.sync_subscriptions(subs.feeds, utcnow())
+            click.echo(f"warning: {error}", err=True)
+        for note in interval_notes(subs.feeds, config.settings.polling):
+            click.echo(f"note: {note}", err=True)
+    store.sync_subscriptions(subs.feeds, utcnow(), keep_files=subs.failed_files)
     return subs
 
 
@@ -100,7 +103,7 @@ def poll(config_path: Path | None, feed_url: str | None, progress: bool | None) 
     show_progress = sys.stderr.isatty() if progress is None else progress
     _setup_cli_logging(config, show_progress)
     with _opened(config) as store:
-        _subscriptions(config, store)
+        subs = _subscriptions(config, store)
         if feed_url:
             feeds = [
                 _known_feed(store, feed_url, f"{feed_url} is not subscribed; add it with: aggregator feeds add URL")
@@ -114,6 +117,7 @@ def poll(config_path: Path | None, feed_url: str | None, progress: bool | None) 
             return
         started = time.monotonic()
         poller = Poller(store, config, parser=make_parser(config, len(feeds)))
+        poller.set_subscriptions(subs.feeds)
         try:
             reports = _run_with_progress(poller, feeds, show_progress)
         finally:
@@ -245,24 +249,25 @@ def feeds_add(
     if not _is_url(url):
         _fail(f"{url!r} is not an http:// or https:// URL")
     fetcher = Fetcher(FetchLimits.from_settings(config.settings.polling))
+    public, user, password = without_userinfo(url)
     try:
-        found = discover(fetcher, url)
+        found = discover(fetcher, public, FetchOptions(username=user, password=password))
     except DiscoveryError as exc:
         _fail(str(exc), 1)
     finally:
         fetcher.close()
     existing = load_subscriptions(config.feeds_dir)
-    public_url = without_userinfo(found.url)[0]
+    public_url = found.url
     already = existing.by_url(public_url)
     if already is not None:
         click.echo(f"Already subscribed: {public_url} ({already.source})")
         return
     target = file_path or config.feeds_dir / "added.yaml"
     try:
-        append_feed(target, found.url, title, list(tags))
+        append_feed(target, url if found.url == public else found.url, title, list(tags))
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
-    via = f" (found on {without_userinfo(found.via)[0]})" if found.via else ""
+    via = f" (found on {found.via})" if found.via else ""
     click.echo(f"Added {found.title or public_url} <{public_url}>{via}, {found.entries} entries now, to {target}")
 
 

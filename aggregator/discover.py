@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
 from aggregator.fetch import ACCEPT_HTML, Fetcher
-from aggregator.model import Outcome, ParseError
+from aggregator.model import NO_FETCH_OPTIONS, FetchOptions, Outcome, ParseError
 from aggregator.parse import parse_document
 
 FEED_TYPES = {
@@ -70,9 +70,9 @@ def find_feed_links(html: str, page_url: str) -> list[tuple[str, str | None]]:
     return [(url, title) for url, (rank, title) in sorted(seen.items(), key=lambda kv: kv[1][0])]
 
 
-def discover(fetcher: Fetcher, url: str) -> Discovered:
+def discover(fetcher: Fetcher, url: str, options: FetchOptions = NO_FETCH_OPTIONS) -> Discovered:
     """The URL itself if it is a feed, else the first working feed its page links to."""
-    page = fetcher.fetch(url, accept=ACCEPT_HTML)
+    page = fetcher.fetch(url, accept=ACCEPT_HTML, options=options)
     if page.outcome is not Outcome.OK or page.body is None:
         raise DiscoveryError(f"{url}: {page.error or page.outcome.value}")
     final = page.final_url or url
@@ -90,7 +90,7 @@ def discover(fetcher: Fetcher, url: str) -> Discovered:
     page_private = fetcher.policy.host_is_private(urlsplit(final).hostname or "")
     problems = []
     for candidate, _title in candidates[:5]:
-        result = fetcher.fetch(candidate, origin_private=page_private)
+        result = fetcher.fetch(candidate, origin_private=page_private, options=options)
         if result.outcome is not Outcome.OK or result.body is None:
             problems.append(f"{candidate}: {result.error or result.outcome.value}")
             continue

@@ -17,6 +17,7 @@ servers it does not control:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import heapq
 import ipaddress
@@ -36,8 +37,9 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from aggregator.hostslots import HostSlots, LocalHostSlots
 from aggregator.httpdate import parse_http_date
-from aggregator.model import FetchResult, Outcome
+from aggregator.model import NO_FETCH_OPTIONS, FetchOptions, FetchResult, Outcome
 
 if TYPE_CHECKING:
     from aggregator.config import PollingSettings
@@ -304,7 +306,7 @@ _KEPT_HEADERS = (
 class Fetcher:
     """One requests session (keep-alive per host) shared by the fetch workers."""
 
-    def __init__(self, limits: FetchLimits):
+    def __init__(self, limits: FetchLimits, slots: HostSlots | None = None):
         self.limits = limits
         self.policy = AddressPolicy(limits.private_networks)
         self.session = requests.Session()
@@ -322,14 +324,15 @@ class Fetcher:
         self.session.mount("https://", adapter)
         self.session.headers.clear()
         self.session.headers.update({"User-Agent": limits.user_agent, "Accept-Encoding": "gzip, deflate"})
-        self._host_slots: dict[str, threading.BoundedSemaphore] = {}
-        self._slots_lock = threading.Lock()
+        self.slots: HostSlots = slots or LocalHostSlots()
+        self._aborted = threading.Event()
 
     def close(self) -> None:
         self.session.close()
 
-    @staticmethod
-    def abort_all() -> None:
+    def abort_all(self) -> None:
+        """Shutdown: fetches in flight end now, and none waits for a host any more."""
+        self._aborted.set()
         _watchdog.abort_all()
 
     def _proxies_for(self, url: str) -> dict[str, str]:
@@ -340,14 +343,6 @@ class Fetcher:
             proxies = self._proxies[key] = requests.utils.get_environ_proxies(url)
         return proxies
 
-    def _slot(self, url: str) -> threading.BoundedSemaphore:
-        host = (urlsplit(url).hostname or "").lower()
-        with self._slots_lock:
-            slot = self._host_slots.get(host)
-            if slot is None:
-                slot = self._host_slots[host] = threading.BoundedSemaphore(self.limits.per_host)
-            return slot
-
     def fetch(
         self,
         url: str,
@@ -355,21 +350,55 @@ class Fetcher:
         last_modified: str | None = None,
         accept: str = ACCEPT,
         origin_private: bool | None = None,
+        options: FetchOptions = NO_FETCH_OPTIONS,
     ) -> FetchResult:
         """GET a feed. Never raises for anything the server or network does:
         the outcome says what happened. ``origin_private=False`` makes the
         first hop subject to the public-to-private rule too (autodiscovered
-        links found on a public page)."""
+        links found on a public page). ``options``: credentials and headers
+        for the feed's own origin (never sent to another one after a redirect).
+
+        The wait for a free slot of the host (``per_host``, shared by every
+        poller of the database) comes first and does not count against the
+        fetch's deadline."""
         started = time.monotonic()
-        ctx = _FetchContext(deadline=started + self.limits.deadline, policy=self.policy, origin_private=origin_private)
+        result = FetchResult(url=url, outcome=Outcome.OK)
+        try:
+            host = (urlsplit(url).hostname or "").lower()
+        except ValueError as exc:
+            result.outcome, result.error = Outcome.CONNECTION, f"invalid URL: {_root_cause(exc)}"
+            return result
+        with self.slots.hold(host, self.limits.per_host, self._aborted) as held:
+            if not held:
+                result.outcome, result.error = Outcome.CONNECTION, "abandoned at shutdown"
+                return result
+            self._fetch_now(url, etag, last_modified, accept, origin_private, options, host, result)
+        result.elapsed = time.monotonic() - started
+        if result.outcome is not Outcome.OK:
+            result.body = None
+        return result
+
+    def _fetch_now(
+        self,
+        url: str,
+        etag: str | None,
+        last_modified: str | None,
+        accept: str,
+        origin_private: bool | None,
+        options: FetchOptions,
+        host: str,
+        result: FetchResult,
+    ) -> None:
+        ctx = _FetchContext(
+            deadline=time.monotonic() + self.limits.deadline, policy=self.policy, origin_private=origin_private
+        )
         if origin_private is not None:
             ctx.hop = 1  # treat the first request as a hop away from that origin
             ctx.refusal = "refused a link on a public page that points to a private address ({peer})"
         _context.value = ctx
         _watchdog.watch(ctx)
-        result = FetchResult(url=url, outcome=Outcome.OK)
         try:
-            self._fetch(url, etag, last_modified, accept, ctx, result)
+            self._fetch(url, etag, last_modified, accept, ctx, result, options, host)
         except FetchFailed as exc:
             result.outcome, result.error = exc.outcome, str(exc)
             result.status = exc.status or result.status
@@ -385,10 +414,6 @@ class Fetcher:
         finally:
             ctx.sockets = []  # the watchdog leaves finished fetches alone
             _context.value = None
-            result.elapsed = time.monotonic() - started
-        if result.outcome is not Outcome.OK:
-            result.body = None
-        return result
 
     def _classify(self, exc: BaseException, ctx: _FetchContext) -> tuple[Outcome, str]:
         if ctx.expired:
@@ -422,22 +447,39 @@ class Fetcher:
         accept: str,
         ctx: _FetchContext,
         result: FetchResult,
+        options: FetchOptions,
+        host: str,
     ) -> None:
         headers = {"Accept": accept}
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
+        if options.user_agent:
+            headers["User-Agent"] = options.user_agent
+        origin = _origin(url)
         current = url
         visited = {url}
         permanent_so_far = True
         timeout = (self.limits.connect_timeout, self.limits.read_timeout)
         while True:
-            with self._slot(current):
+            # The first host's slot is held by fetch(); a redirect to another host takes one of its own.
+            hop_host = (urlsplit(current).hostname or "").lower()
+            slot = (
+                contextlib.nullcontext(True)
+                if hop_host == host
+                else self.slots.hold(hop_host, self.limits.per_host, self._aborted)
+            )
+            with slot as held:
+                if not held:
+                    raise FetchFailed(Outcome.CONNECTION, "abandoned at shutdown")
+                secrets = _secret_headers(options) if _origin(current) == origin else {}
                 # Prepared by hand and sent through the session: the session's
                 # per-request merging (cookies we refuse anyway, environment
                 # settings we resolved once) was a fifth of a 304's cost.
-                prepared = requests.Request("GET", current, headers={**self.session.headers, **headers}).prepare()
+                prepared = requests.Request(
+                    "GET", current, headers={**self.session.headers, **headers, **secrets}
+                ).prepare()
                 response = self.session.send(
                     prepared,
                     stream=True,
@@ -532,6 +574,21 @@ class Fetcher:
                 Outcome.TIMEOUT, f"total deadline of {self.limits.deadline:g}s exceeded", response.status_code
             )
         return b"".join(chunks)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
+
+
+def _secret_headers(options: FetchOptions) -> dict[str, str]:
+    """The feed's credentials and own headers: for its own origin only."""
+    headers = dict(options.headers)
+    if options.username is not None:
+        token = base64.b64encode(f"{options.username}:{options.password or ''}".encode()).decode("ascii")
+        headers["Authorization"] = f"Basic {token}"
+    return headers
 
 
 def _release(response: requests.Response) -> None:

@@ -27,9 +27,11 @@ from aggregator.config import Config, id_authority
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.model import (
     FIRST_OF_STORY,
+    NO_FETCH_OPTIONS,
     FeedPollUpdate,
     FeedState,
     FeedStatus,
+    FetchOptions,
     FetchResult,
     IngestCounts,
     Outcome,
@@ -37,6 +39,7 @@ from aggregator.model import (
     ParseError,
     PollReport,
     StoryPlan,
+    Subscription,
     utcnow,
 )
 from aggregator.policy import PollFacts, Timing, estimate_publish_interval, next_poll_at
@@ -246,7 +249,7 @@ class Poller:
         settings = config.settings
         self.store = store
         self.config = config
-        self.fetcher = Fetcher(FetchLimits.from_settings(settings.polling))
+        self.fetcher = Fetcher(FetchLimits.from_settings(settings.polling), store.host_slots())
         self.parser = parser or InlineParser()
         self.metrics = metrics
         self.timing = Timing.from_settings(settings.polling)
@@ -255,6 +258,7 @@ class Poller:
         self._rng_lock = threading.Lock()
         self.clock = clock
         self.aborted = threading.Event()  # shutdown gave up on fetches in flight
+        self.fetch_options: dict[str, FetchOptions] = {}  # feed id -> credentials and headers (set_subscriptions)
         self._fallback_floor: datetime | None = None  # undated entries get dates below this (see _plan)
 
     def abort_fetches(self) -> None:
@@ -271,7 +275,11 @@ class Poller:
         self.authority = id_authority(settings.http.public_base_url)
         limits = FetchLimits.from_settings(settings.polling)
         if limits != self.fetcher.limits:
-            self.fetcher = Fetcher(limits)  # the old one's keep-alive connections just time out
+            self.fetcher = Fetcher(limits, self.store.host_slots())  # the old one's connections just time out
+
+    def set_subscriptions(self, subs: Iterable[Subscription]) -> None:
+        """What only the fetcher may see of each feed (credentials, headers), from feeds/."""
+        self.fetch_options = {s.feed_id: s.fetch for s in subs if not s.fetch.empty}
 
     def close(self) -> None:
         self.fetcher.close()
@@ -281,7 +289,8 @@ class Poller:
         """Fetch, parse and store one feed. Never raises for anything a
         feed or its server does; store failures (disk full) do raise."""
         started = time.monotonic()
-        fetch = self.fetcher.fetch(feed.url, feed.etag, feed.last_modified)
+        options = self.fetch_options.get(feed.id, NO_FETCH_OPTIONS)
+        fetch = self.fetcher.fetch(feed.url, feed.etag, feed.last_modified, options=options)
         now = self.clock()
         if self.aborted.is_set():
             return PollReport(feed.id, feed.url, fetch.outcome, error="abandoned at shutdown")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from aggregator.model import Outcome
+from aggregator.model import FeedState, Outcome
 
 if TYPE_CHECKING:
     from aggregator.config import PollingSettings
@@ -113,3 +113,14 @@ def next_poll_at(
         if hint is not None:
             delay = max(delay, min(hint, t.max_interval))
     return now + timedelta(seconds=max(t.min_interval, min(delay, t.max_interval)))
+
+
+def after_interval_change(feed: FeedState, t: Timing, now: datetime) -> datetime | None:
+    """A feed's next poll once its interval was changed in feeds/: one
+    regular interval after its last fetch (not before now), so the change
+    applies at once instead of after the old interval ran out. A feed in
+    backoff keeps its backoff; a feed never fetched stays due."""
+    if feed.next_poll_at is None or feed.error_count or feed.last_fetch_at is None:
+        return feed.next_poll_at
+    regular = regular_interval(t, feed.interval, feed.publish_interval)
+    return max(now, feed.last_fetch_at + timedelta(seconds=regular))

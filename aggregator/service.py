@@ -18,14 +18,16 @@ from typing import IO
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from aggregator.config import Config, load_config
+from aggregator.config import Config, Settings, load_config
 from aggregator.ingest import ParsePool, Poller
+from aggregator.logs import setup_logging
 from aggregator.metrics import Metrics
 from aggregator.model import PollReport, utcnow
+from aggregator.policy import Timing, after_interval_change
 from aggregator.publish import Publisher, Snapshot, write_static
 from aggregator.scheduler import Dispatcher
 from aggregator.store import Store, StoreError, check_database_path, open_store
-from aggregator.subscriptions import Subscriptions, load_subscriptions
+from aggregator.subscriptions import Subscriptions, interval_notes, load_subscriptions
 from aggregator.validation import ConfigError
 from aggregator.web import App, SnapshotHolder, WebServer, json_body
 
@@ -241,7 +243,11 @@ class Service:
             settings.retention.days,
             settings.retention.batch,
         )
-        app = App(
+        self.subs = subs
+        self.poller.set_subscriptions(subs.feeds)
+        self.log_level: str | None = None
+        self.log_format: str | None = None
+        self.app = app = App(
             self.holder,
             max_age=int(settings.output.max_age),
             extra={"healthz": self._healthz, "metrics": self._metrics_body},
@@ -281,7 +287,9 @@ class Service:
         settings = self.config.settings
         self._install_signals()  # first: a SIGHUP or SIGTERM during start-up must not kill the process
         for error in self._subs_errors:
-            log.error("%s (this entry is skipped)", error)
+            log.error("%s", error)
+        for note in interval_notes(self.subs.feeds, settings.polling):
+            log.warning("%s", note)
         self.store.set_meta({"service_pid": str(os.getpid()), "service_started_at": _stamp(self.started)})
         self.publish_loop.publish_now()
         self.publish_loop.start()
@@ -365,6 +373,14 @@ class Service:
             log.error("could not write the heartbeat: %s", exc)
 
     def _do_reload(self) -> None:
+        """SIGHUP or an edited file. Whatever goes wrong, the service keeps
+        running on what it had (a reload never kills it)."""
+        try:
+            self._reload_now()
+        except Exception:
+            log.exception("reload failed; still running on the previous configuration and subscriptions")
+
+    def _reload_now(self) -> None:
         try:
             config = load_config(self.config.path) if self.config.path else self.config
         except ConfigError as exc:
@@ -376,6 +392,7 @@ class Service:
             for name, a, b in (
                 ("http", old.http, new.http),
                 ("database", old.database, new.database),
+                ("feeds_dir", old.feeds_dir, new.feeds_dir),
                 ("polling.workers", old.polling.workers, new.polling.workers),
                 ("polling.parse_workers", old.polling.parse_workers, new.polling.parse_workers),
                 ("polling.parse_timeout", old.polling.parse_timeout, new.polling.parse_timeout),
@@ -385,28 +402,61 @@ class Service:
         ]
         if restart_only:
             log.warning("reload: %s changed; that takes effect only after a restart", ", ".join(restart_only))
-        subs = load_subscriptions(config.feeds_dir)
+            config = Config(self._restart_only(old, new), config.path, config.root)
+        subs = load_subscriptions(self.config.feeds_dir, previous=self.subs)
         for error in subs.errors:
-            log.error("reload: %s (this entry is skipped)", error)
-        if not subs.feeds and subs.errors:
-            log.error("reload: no feed could be loaded from %s; keeping the current subscriptions", config.feeds_dir)
-            return
+            log.error("reload: %s", error)
+        for note in interval_notes(subs.feeds, new.polling):
+            log.warning("reload: %s", note)
+        self._apply_settings(config)
+        result = self.store.sync_subscriptions(subs.feeds, utcnow(), keep_files=subs.failed_files)
+        self.subs = subs
+        self.poller.set_subscriptions(subs.feeds)
+        moved = self._reschedule(result.rescheduled)
+        log.info(
+            "reload: %d feeds added, %d removed, %d resumed, %d rescheduled for a new interval",
+            len(result.added),
+            len(result.removed),
+            len(result.reactivated),
+            moved,
+        )
+        self.publish_loop.request()
+
+    @staticmethod
+    def _restart_only(old: Settings, new: Settings) -> Settings:
+        """The new settings, except those that need a restart: they keep their running values."""
+        polling = new.polling.model_copy(
+            update={k: getattr(old.polling, k) for k in ("workers", "parse_workers", "parse_timeout", "parse_recycle")}
+        )
+        return new.model_copy(
+            update={"http": old.http, "database": old.database, "feeds_dir": old.feeds_dir, "polling": polling}
+        )
+
+    def _apply_settings(self, config: Config) -> None:
+        new = config.settings
         self.config = config
         self.poller.reconfigure(config)
         self.dispatcher.reconfigure(
             new.polling.per_host, new.polling.dispatch_every, new.retention.days, new.retention.batch
         )
         self.publish_loop.debounce = new.output.debounce
+        self.publish_loop.out_dir = config.output_dir
         self.publisher = Publisher(self.store, config)
         self.publish_loop.publisher = self.publisher
-        result = self.store.sync_subscriptions(subs.feeds, utcnow())
-        log.info(
-            "reload: %d feeds added, %d removed, %d resumed",
-            len(result.added),
-            len(result.removed),
-            len(result.reactivated),
-        )
-        self.publish_loop.request()
+        self.app.max_age = int(new.output.max_age)
+        setup_logging(self.log_level or new.logging.level, self.log_format or new.logging.format)
+
+    def _reschedule(self, feed_ids: list[str]) -> int:
+        """A feed's interval changed in feeds/: its next poll follows the new one now."""
+        now = utcnow()
+        timing = Timing.from_settings(self.config.settings.polling)
+        moves = {}
+        for feed in self.store.feeds_by_id(feed_ids).values():
+            when = after_interval_change(feed, timing, now)
+            if when is not None and when != feed.next_poll_at:
+                moves[feed.id] = when
+        self.store.reschedule(moves)
+        return len(moves)
 
     def _shutdown(self) -> int:
         timeout = self.config.settings.polling.shutdown_timeout
@@ -434,8 +484,9 @@ def _stamp(moment: float | None) -> str | None:
     return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def run_service(config: Config) -> int:
-    """`aggregator run`. Returns the exit code."""
+def run_service(config: Config, log_level: str | None = None, log_format: str | None = None) -> int:
+    """`aggregator run`. Returns the exit code. ``log_level``/``log_format``:
+    the command line's, which outlive reloads of the logging settings."""
     check_database_path(config.database_path)  # a clear error before anything is created
     lock = InstanceLock(config.database_path)
     lock.acquire()
@@ -443,8 +494,10 @@ def run_service(config: Config) -> int:
         store = open_store(config.settings.database, config.root)
         try:
             subs = load_subscriptions(config.feeds_dir)
-            store.sync_subscriptions(subs.feeds, utcnow())
-            return Service(config, store, subs).run()
+            store.sync_subscriptions(subs.feeds, utcnow(), keep_files=subs.failed_files)
+            service = Service(config, store, subs)
+            service.log_level, service.log_format = log_level, log_format
+            return service.run()
         finally:
             store.close()
     finally:

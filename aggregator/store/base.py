@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from aggregator.hostslots import HostSlots
 from aggregator.model import Article, Author, Enclosure, FeedState, FeedStatus, Source, from_iso
 
 SMALL_SCOPE = 200  # Latest of at most this many feeds is read feed by feed
@@ -94,6 +95,10 @@ class StoreBase(ABC):
 
     @abstractmethod
     def _unindex_text(self, conn: Conn, seqs: Sequence[int]) -> None: ...
+
+    @abstractmethod
+    def host_slots(self) -> HostSlots:
+        """Per-host request slots shared by every poller of this database."""
 
     @abstractmethod
     def integrity_check(self) -> str:

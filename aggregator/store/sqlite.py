@@ -23,6 +23,7 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils import Migrations
 
+from aggregator.hostslots import FileHostSlots, HostSlots
 from aggregator.model import Article
 from aggregator.store.base import Conn, Row, StoreError, article_from_row, chunks, marks
 from aggregator.store.maintenance import MaintenanceMixin
@@ -292,6 +293,7 @@ class SQLiteStore(MaintenanceMixin):
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._slots: FileHostSlots | None = None
 
     def _open_writer(self) -> sqlite3.Connection:
         if self.readonly:
@@ -401,6 +403,12 @@ class SQLiteStore(MaintenanceMixin):
                 raise
             else:
                 conn.execute("COMMIT")
+
+    def host_slots(self) -> HostSlots:
+        """Lock files beside the database: shared with `aggregator poll` and any other process using it."""
+        if self._slots is None:
+            self._slots = FileHostSlots(self.path.with_name(self.path.name + ".hosts"))
+        return self._slots
 
     def _hint(self, index: str) -> str:
         return f" INDEXED BY {index}"
