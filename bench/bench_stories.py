@@ -1,0 +1,418 @@
+"""Story clustering benchmark on the labelled dev set (issue 11).
+
+    python -m bench.bench_stories --offline            # quality on both timelines + speed + cost
+    python -m bench.bench_stories --offline --sweep    # sensitivity of F1 to each parameter
+    python -m bench.bench_stories --offline --seeds 10 # the one-week timeline under 10 seeds
+
+The data: ../shared/corpus/stories/basil-dev.jsonl, 60 real events each
+reported by Fox News, The New York Times and HuffPost (read its README). Each
+line becomes an article as a feed entry would carry it: the title, a text of
+the first two paragraphs that are not the title, the date, and the outlet as
+its feed (``load_dev``).
+
+Two timelines give every article a published_at (``real_timeline``,
+``week_timeline``): the real dates, and every event moved into one single
+week (seeded; the days between an event's articles are kept), where some 60
+events compete. The dates are days: a deterministic hour from the article's
+URL hash stands for the time of day a feed would carry.
+
+Offline mode replays the articles in published_at order through the pure API
+of aggregator/cluster.py while simulating the store faithfully
+(``StoreSimulation``): an inverted index of rows (key, story id,
+published_at), candidate stories only from rows that share a key with the
+article within the window, ranked by the number of shared keys and cut to
+``max_candidates``. The result is scored with B-cubed precision, recall and
+F1 (``bcubed``).
+
+The loader, the timelines and the scorer are meant to be reused by an
+end-to-end mode that serves the set as feeds and polls them through the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from aggregator import cluster
+
+REPO = Path(__file__).resolve().parent.parent
+STORIES = Path(os.environ.get("AGGREGATOR_STORIES", REPO.parent / "shared/corpus/stories"))
+DEV_SET = STORIES / "basil-dev.jsonl"
+WEEK_START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
+
+
+# --- the data --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DevArticle:
+    """One labelled article, as a feed entry would carry it."""
+
+    url: str
+    story: str  # the gold event id
+    feed: str  # the outlet: fox, nyt, hpo
+    outlet_name: str
+    title: str
+    text: str  # the first two paragraphs that are not the title
+    day: date
+
+
+def load_dev(path: Path = DEV_SET) -> list[DevArticle]:
+    articles = []
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            row = json.loads(line)
+            title = row["title"].strip()
+            paragraphs = [p.strip() for p in row["paragraphs"] if p.strip() and p.strip() != title]
+            articles.append(
+                DevArticle(
+                    url=row["url"],
+                    story=row["story"],
+                    feed=row["outlet"],
+                    outlet_name=row["outlet_name"],
+                    title=title,
+                    text="\n\n".join(paragraphs[:2]),
+                    day=date.fromisoformat(row["date"][:10]),
+                )
+            )
+    return articles
+
+
+def time_of_day(article: DevArticle) -> timedelta:
+    """A deterministic time between 06:00 and 22:00, from the URL."""
+    digest = int.from_bytes(hashlib.sha256(article.url.encode()).digest()[:4], "big")
+    return timedelta(seconds=6 * 3600 + digest % (16 * 3600))
+
+
+def real_timeline(articles: Sequence[DevArticle]) -> dict[str, datetime]:
+    """url -> published_at on the article's real date."""
+    return {a.url: datetime.combine(a.day, datetime.min.time(), UTC) + time_of_day(a) for a in articles}
+
+
+def week_timeline(articles: Sequence[DevArticle], seed: int = 1, start: datetime = WEEK_START) -> dict[str, datetime]:
+    """url -> published_at with every event moved to start on a random day of
+    one week (seeded), the days between its articles kept."""
+    first: dict[str, date] = {}
+    for a in articles:
+        first[a.story] = min(first.get(a.story, a.day), a.day)
+    rng = random.Random(seed)
+    offset = {story: timedelta(days=rng.randrange(7)) for story in sorted(first)}
+    return {
+        a.url: start + offset[a.story] + timedelta(days=(a.day - first[a.story]).days) + time_of_day(a)
+        for a in articles
+    }
+
+
+def replay_order(articles: Sequence[DevArticle], times: Mapping[str, datetime]) -> list[DevArticle]:
+    """The order a store would see them in: published_at, then URL."""
+    return sorted(articles, key=lambda a: (times[a.url], a.url))
+
+
+# --- scoring -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Score:
+    precision: float
+    recall: float
+    f1: float
+    stories: int  # predicted stories
+
+    def __str__(self) -> str:
+        return f"P {self.precision:.3f}  R {self.recall:.3f}  F1 {self.f1:.3f}  ({self.stories} stories)"
+
+
+def bcubed(gold: Mapping[str, str], predicted: Mapping[str, str]) -> Score:
+    """B-cubed precision, recall and F1 (Bagga and Baldwin, 1998) of a
+    clustering: both map item -> cluster id, over the same items."""
+    if set(gold) != set(predicted):
+        raise ValueError("gold and predicted must cover the same items")
+    gold_members: dict[str, set[str]] = defaultdict(set)
+    predicted_members: dict[str, set[str]] = defaultdict(set)
+    for item, label in gold.items():
+        gold_members[label].add(item)
+    for item, label in predicted.items():
+        predicted_members[label].add(item)
+    precision = recall = 0.0
+    for item in gold:
+        g, p = gold_members[gold[item]], predicted_members[predicted[item]]
+        both = len(g & p)
+        precision += both / len(p)
+        recall += both / len(g)
+    precision /= len(gold)
+    recall /= len(gold)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return Score(precision, recall, f1, len(predicted_members))
+
+
+# --- the store, simulated ------------------------------------------------------------------
+
+
+@dataclass
+class StoreSimulation:
+    """What the store does around ``cluster.assign``, in memory: index rows
+    (key, story id, published_at) for every clustered article, profiles kept
+    in their stored (JSON) form, and for a newcomer the rows of its keys
+    within the window, at most ``max_key_articles + 1`` per key, handed to
+    ``cluster.select_candidates``."""
+
+    settings: cluster.ClusterSettings = cluster.DEFAULT_SETTINGS
+    rows: dict[str, list[tuple[str, datetime]]] = field(default_factory=lambda: defaultdict(list))
+    profiles: dict[str, str] = field(default_factory=dict)  # story id -> StoryProfile.to_json()
+    candidate_counts: list[int] = field(default_factory=list)
+    next_id: int = 0
+
+    def add(self, article: cluster.Newcomer) -> tuple[str, cluster.Assignment]:
+        """Place one article; returns its story id and the decision."""
+        settings = self.settings
+        window = timedelta(seconds=settings.window)
+        keys = cluster.index_keys(article.features, settings)
+        key_rows = {}
+        for key in keys:
+            near = [story for story, at in self.rows.get(key, ()) if abs(at - article.published_at) <= window]
+            key_rows[key] = near[: settings.max_key_articles + 1]
+        selection = cluster.select_candidates(key_rows, settings)
+        self.candidate_counts.append(len(selection.story_ids))
+        candidates = [
+            cluster.Candidate(story, cluster.StoryProfile.from_json(self.profiles[story]))
+            for story in selection.story_ids
+        ]
+        decision = cluster.assign(article, candidates, selection.key_counts, settings)
+        if decision.story_id is None:
+            story = f"s{self.next_id:06d}"  # ids in creation order: ties go to the older story
+            self.next_id += 1
+            profile = cluster.new_profile(article, settings)
+        else:
+            story = decision.story_id
+            profile = cluster.join_profile(cluster.StoryProfile.from_json(self.profiles[story]), article, settings)
+        self.profiles[story] = profile.to_json()
+        for key in keys:
+            self.rows[key].append((story, article.published_at))
+        return story, decision
+
+
+def cluster_dev(
+    articles: Sequence[DevArticle],
+    times: Mapping[str, datetime],
+    settings: cluster.ClusterSettings = cluster.DEFAULT_SETTINGS,
+    weights: cluster.FeatureWeights = cluster.DEFAULT_WEIGHTS,
+) -> tuple[dict[str, str], StoreSimulation]:
+    """Replay the articles through the pure API; url -> predicted story."""
+    store = StoreSimulation(settings)
+    predicted = {}
+    for a in replay_order(articles, times):
+        feats = cluster.features(a.title, a.text, "en", weights)
+        predicted[a.url], _ = store.add(cluster.Newcomer(feats, a.feed, times[a.url]))
+    return predicted, store
+
+
+def score_dev(
+    articles: Sequence[DevArticle],
+    times: Mapping[str, datetime],
+    settings: cluster.ClusterSettings = cluster.DEFAULT_SETTINGS,
+    weights: cluster.FeatureWeights = cluster.DEFAULT_WEIGHTS,
+) -> Score:
+    predicted, _ = cluster_dev(articles, times, settings, weights)
+    return bcubed({a.url: a.story for a in articles}, predicted)
+
+
+# --- reports -------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+
+
+def quality(articles: Sequence[DevArticle], seeds: int) -> None:
+    real = score_dev(articles, real_timeline(articles))
+    week = score_dev(articles, week_timeline(articles, seed=1))
+    print("| timeline | precision | recall | F1 | stories (gold 60) |\n| --- | ---: | ---: | ---: | ---: |")
+    for name, s in (("real dates", real), ("one week (seed 1)", week)):
+        print(f"| {name} | {s.precision:.3f} | {s.recall:.3f} | {s.f1:.3f} | {s.stories} |")
+    if seeds > 1:
+        scores = [score_dev(articles, week_timeline(articles, seed=seed)) for seed in range(1, seeds + 1)]
+        for what in ("precision", "recall", "f1"):
+            values = [getattr(s, what) for s in scores]
+            print(
+                f"| one week, seeds 1-{seeds}: {what} | median {statistics.median(values):.3f}"
+                f" | min {min(values):.3f} | max {max(values):.3f} | |"
+            )
+
+
+def errors(articles: Sequence[DevArticle], times: Mapping[str, datetime]) -> None:
+    """Print every predicted story that mixes events and every split event."""
+    predicted, _ = cluster_dev(articles, times)
+    by_url = {a.url: a for a in articles}
+    members: dict[str, list[DevArticle]] = defaultdict(list)
+    for url, story in predicted.items():
+        members[story].append(by_url[url])
+    for story, group in sorted(members.items()):
+        if len({a.story for a in group}) > 1:
+            print(f"MERGED {story}:")
+            for a in group:
+                print(f"    {a.story[:8]} {a.feed} {times[a.url]:%m-%d %H:%M} {a.title}")
+    events: dict[str, set[str]] = defaultdict(set)
+    for a in articles:
+        events[a.story].add(predicted[a.url])
+    for event, stories in sorted(events.items()):
+        if len(stories) > 1:
+            print(f"SPLIT {event[:8]}:")
+            for a in sorted((a for a in articles if a.story == event), key=lambda a: times[a.url]):
+                print(f"    {predicted[a.url]} {a.feed} {times[a.url]:%m-%d %H:%M} {a.title}")
+
+
+def sweep(articles: Sequence[DevArticle], seeds: int) -> None:
+    """F1 (real / median of the one-week seeds) as each parameter moves alone."""
+    real = real_timeline(articles)
+    weeks = [week_timeline(articles, seed=seed) for seed in range(1, seeds + 1)]
+
+    def run(settings: cluster.ClusterSettings, weights: cluster.FeatureWeights) -> str:
+        r = score_dev(articles, real, settings, weights)
+        w = [score_dev(articles, t, settings, weights) for t in weeks]
+        return (
+            f"{r.precision:.3f} / {r.f1:.3f} | {statistics.median(s.precision for s in w):.3f} / "
+            f"{statistics.median(s.f1 for s in w):.3f}"
+        )
+
+    base_s, base_w = cluster.DEFAULT_SETTINGS, cluster.DEFAULT_WEIGHTS
+    grid: list[tuple[str, Sequence[float], Callable[[float], tuple[cluster.ClusterSettings, cluster.FeatureWeights]]]]
+    grid = [
+        ("threshold", (0.15, 0.2, 0.25, 0.3), lambda v: (dataclasses.replace(base_s, threshold=v), base_w)),
+        ("idf_strength", (0, 0.3, 0.6, 1, 2), lambda v: (dataclasses.replace(base_s, idf_strength=v), base_w)),
+        ("decay_per_day", (0, 0.1, 0.2), lambda v: (dataclasses.replace(base_s, decay_per_day=v), base_w)),
+        ("window (h)", (24, 36, 48, 72), lambda v: (dataclasses.replace(base_s, window=v * 3600), base_w)),
+        ("title_weight", (1, 1.5, 2, 3), lambda v: (base_s, dataclasses.replace(base_w, title_weight=v))),
+        ("max_terms", (20, 30, 40, 60), lambda v: (base_s, dataclasses.replace(base_w, max_terms=int(v)))),
+        ("max_keys", (4, 8, 12, 20), lambda v: (dataclasses.replace(base_s, max_keys=int(v)), base_w)),
+        ("max_key_articles", (5, 10, 200), lambda v: (dataclasses.replace(base_s, max_key_articles=int(v)), base_w)),
+        ("max_candidates", (5, 10, 50), lambda v: (dataclasses.replace(base_s, max_candidates=int(v)), base_w)),
+        ("centroid_terms", (40, 80, 160), lambda v: (dataclasses.replace(base_s, centroid_terms=int(v)), base_w)),
+    ]
+    print(f"| parameter | value | real P / F1 | one week P / F1 (median of {seeds} seeds) |")
+    print("| --- | ---: | --- | --- |")
+    for name, values, make in grid:
+        for value in values:
+            settings, weights = make(value)
+            marker = " (default)" if (settings, weights) == (base_s, base_w) else ""
+            print(f"| {name} | {value:g}{marker} | {run(settings, weights)} |", flush=True)
+
+
+def _per_item(action: Callable[[], object], items: int, repeats: int = 7) -> float:
+    """Median over repeats of the seconds per item of one run of action."""
+    runs = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        runs.append((time.perf_counter() - started) / items)
+    return statistics.median(runs)
+
+
+def speed(articles: Sequence[DevArticle]) -> None:
+    """µs per article for each step a store takes around clustering."""
+    inputs = [(a.title, a.text) for a in articles]
+    words = statistics.median(len(f"{t} {x}".split()) for t, x in inputs)
+    seconds = _per_item(lambda: [cluster.features(t, x, "en") for t, x in inputs], len(inputs))
+    print(f"| features() | {1e6 * seconds:.0f} µs per article (title + lead, median {words:.0f} words) |")
+    times = week_timeline(articles)
+    ordered = replay_order(articles, times)
+    _, store = cluster_dev(articles, times)
+    counts = store.candidate_counts
+    newcomers = [cluster.Newcomer(cluster.features(a.title, a.text, "en"), "bench-feed", times[a.url]) for a in ordered]
+    profiles = [cluster.StoryProfile.from_json(p) for p in store.profiles.values()]
+    # Every candidate inside the window and of another feed, so that each is scored.
+    profiles = [dataclasses.replace(p, first_at=WEEK_START, last_at=WEEK_START + timedelta(days=12)) for p in profiles]
+    print(f"| candidates per article (one-week replay) | median {statistics.median(counts):.0f}, max {max(counts)} |")
+    for count in (10, 50):
+        candidates = [cluster.Candidate(f"s{i:06d}", profiles[i % len(profiles)]) for i in range(count)]
+        key_counts = {k: 3 for k in cluster.index_keys(newcomers[0].features)}
+        seconds = _per_item(lambda: [cluster.assign(n, candidates, key_counts) for n in newcomers], len(newcomers))
+        print(f"| assign() with {count} candidates | {1e6 * seconds:.0f} µs per article |")
+    stored = list(store.profiles.values())
+    seconds = _per_item(lambda: [cluster.StoryProfile.from_json(p) for p in stored], len(stored))
+    print(f"| StoryProfile.from_json() | {1e6 * seconds:.0f} µs per profile |")
+    seconds = _per_item(
+        lambda: [cluster.join_profile(p, n).to_json() for p, n in zip(profiles, newcomers)], len(profiles)
+    )
+    print(f"| join_profile() + to_json() | {1e6 * seconds:.0f} µs per article |")
+    key_rows = {
+        k: [f"s{i:06d}" for i in range(j, j + 8)] for j, k in enumerate(cluster.index_keys(newcomers[0].features))
+    }
+    seconds = _per_item(lambda: [cluster.select_candidates(key_rows) for _ in range(100)], 100)
+    print(f"| select_candidates() ({len(key_rows)} keys x 8 rows) | {1e6 * seconds:.0f} µs per article |")
+    sizes = [len(n.features.to_json().encode()) for n in newcomers]
+    profile_sizes = [len(p.encode()) for p in stored]
+    print(f"| features JSON | median {statistics.median(sizes):.0f} bytes |")
+    print(f"| profile JSON | median {statistics.median(profile_sizes):.0f} bytes, max {max(profile_sizes)} |")
+
+
+def cost() -> None:
+    """Import time and memory that importing aggregator.cluster adds."""
+    probe = (
+        "import resource, sys, time\n"
+        "def rss():\n"
+        "    return int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize()\n"
+        "import aggregator.model\n"
+        "before = rss(); t = time.perf_counter()\n"
+        "import aggregator.cluster as c\n"
+        "c.features('Warm Up', 'Warm up the stop words.', 'en')\n"
+        "print(time.perf_counter() - t, rss() - before)\n"
+    )
+    runs = [subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True) for _ in range(5)]
+    seconds = statistics.median(float(r.stdout.split()[0]) for r in runs)
+    grown = statistics.median(int(r.stdout.split()[1]) for r in runs)
+    print(f"import aggregator.cluster + first features(): {1000 * seconds:.1f} ms, RSS +{grown / 1024:.0f} KiB")
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import aggregator.cluster"], capture_output=True, text=True
+    ).stderr
+    line = next(line for line in out.splitlines() if line.rstrip().endswith("aggregator.cluster"))
+    print(f"python -X importtime: {line.strip()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--offline", action="store_true", help="replay through the pure API (the only mode so far)")
+    parser.add_argument("--sweep", action="store_true", help="F1 as each parameter moves alone")
+    parser.add_argument("--errors", action="store_true", help="print the wrong merges and splits")
+    parser.add_argument("--seeds", type=int, default=5, help="one-week timelines to summarise (default 5)")
+    args = parser.parse_args()
+    if not args.offline:
+        parser.error("only --offline exists so far")
+    articles = load_dev()
+    print(f"Machine: {machine()}\nDev set: {len(articles)} articles, {len({a.story for a in articles})} events\n")
+    if args.errors:
+        print("== real dates"), errors(articles, real_timeline(articles))
+        print("== one week, seed 1"), errors(articles, week_timeline(articles))
+        return
+    if args.sweep:
+        sweep(articles, args.seeds)
+        return
+    quality(articles, args.seeds)
+    print("\n| step | cost |\n| --- | --- |")
+    speed(articles)
+    cost()
+
+
+if __name__ == "__main__":
+    main()
