@@ -21,10 +21,10 @@ How it decides:
   candidate by the cosine between the newcomer and the story's centroid, in
   which a key that many articles of the window carry weighs less
   (``1 / (1 + idf_strength * ln n)``: a name that is everywhere this week is
-  weak evidence, a rare one strong), lowered by ``decay_per_day`` per day
-  outside the story's time span; it joins the best story at or above
+  weak evidence, a rare one strong); it joins the best story at or above
   ``threshold`` or starts a new one. The hard rules come first: never two
-  articles of one feed, never two languages, never outside the window.
+  articles of one feed, never two languages, never outside the window, never
+  a story longer than ``max_span``.
 
 The only corpus statistics are those window counts, which the store's index
 already holds: nothing to ship, nothing global to keep.
@@ -41,7 +41,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import stop_words as stop_words_package
@@ -53,30 +53,24 @@ FEATURES_VERSION = 1
 SCALE = 10_000  # a unit vector's weights as integers: 4 decimals
 
 
-@dataclass(frozen=True)
-class FeatureWeights:
-    """How ``features`` weighs terms (chosen on the dev set: bench/RESULTS.md)."""
-
-    title_weight: float = 2.0  # a title occurrence counts this many lead occurrences
-    max_terms: int = 40  # the vector keeps this many heaviest terms
-
-
-DEFAULT_WEIGHTS = FeatureWeights()
 _W = TypeVar("_W", int, float)
 
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    """What retrieval and ``assign`` need besides the article and its candidates."""
+    """How articles are compared and grouped (chosen on the dev set: bench/RESULTS.md)."""
+
+    title_weight: float = 2.0  # a title occurrence counts this many lead occurrences
+    max_terms: int = 40  # an article's vector keeps this many heaviest terms
 
     window: float = 48 * 3600.0  # seconds: a story is a candidate while a member is this close in published_at
     threshold: float = 0.2  # score needed to join
     idf_strength: float = 0.6  # how much a key carried by many window articles is discounted
-    decay_per_day: float = 0.0  # score lost per day between the article and the story's time span
-    max_keys: int = 12  # index keys per article
+    max_span: float = 96 * 3600.0  # seconds: the longest a story may last, first member to last
+    max_keys: int = 8  # index keys per article
     max_key_articles: int = 200  # a key on more window articles than this is too common to find candidates by
     max_candidates: int = 50  # stories assign looks at, most shared keys first
-    centroid_terms: int = 80  # terms a story profile keeps
+    centroid_terms: int = 40  # terms a story profile keeps
 
 
 DEFAULT_SETTINGS = ClusterSettings()
@@ -111,17 +105,19 @@ class StoryFeatures:
         return cls(_heaviest(terms, len(terms)), _language_from(data.get("lang")))
 
 
-def features(title: str, text: str, language: str | None, weights: FeatureWeights = DEFAULT_WEIGHTS) -> StoryFeatures:
+def features(
+    title: str, text: str, language: str | None, settings: ClusterSettings = DEFAULT_SETTINGS
+) -> StoryFeatures:
     """The terms of an article's title and plain-text lead (either may be
     empty; an article with no terms never joins a story)."""
     lang = primary_language(language)
     stop = stop_words(lang)
     fold_plurals = lang in (None, "en")
     log = math.log
-    raw = {t: weights.title_weight * (1.0 + log(n)) for t, n in Counter(_terms(title, stop, fold_plurals)).items()}
+    raw = {t: settings.title_weight * (1.0 + log(n)) for t, n in Counter(_terms(title, stop, fold_plurals)).items()}
     for term, n in Counter(_terms(text, stop, fold_plurals)).items():
         raw[term] = raw.get(term, 0.0) + 1.0 + log(n)
-    ranked = _heaviest(raw, weights.max_terms)
+    ranked = _heaviest(raw, settings.max_terms)
     scale = SCALE / (math.sqrt(sum(w * w for _, w in ranked)) or 1.0)
     return StoryFeatures(tuple((t, r) for t, w in ranked if (r := int(w * scale + 0.5)) > 0), lang)
 
@@ -307,17 +303,15 @@ def assign(
     if vector_norm == 0:
         return Assignment(None)
     vector = {t: w * factor.get(t, 1.0) for t, w in vector.items()}
+    window, max_span = timedelta(seconds=settings.window), timedelta(seconds=settings.max_span)
     best_score, best = -1.0, None
     for candidate in candidates:
         profile = candidate.profile
         if article.feed_id in profile.feeds or not compatible_languages(article.features.language, profile.language):
             continue
-        gap = _gap_seconds(article.published_at, profile)
-        if gap > settings.window:
+        if not _in_window(article.published_at, profile, window, max_span):
             continue
         score = _cosine(vector, profile, factor) / vector_norm
-        if settings.decay_per_day:
-            score *= max(0.0, 1.0 - settings.decay_per_day * gap / 86400.0)
         if score > best_score or (score == best_score and best is not None and candidate.story_id < best.story_id):
             best_score, best = score, candidate
     if best is None or best_score <= 0.0:
@@ -325,6 +319,20 @@ def assign(
     score = round(best_score, 4)
     shared = _shared_terms(vector, best.profile, factor)
     return Assignment(best.story_id if score >= settings.threshold else None, score, shared, best.story_id)
+
+
+def in_window(published_at: datetime, profile: StoryProfile, settings: ClusterSettings = DEFAULT_SETTINGS) -> bool:
+    """May an article of this time join this story? Within ``window`` of one
+    of its members (of its time span), and the story would not then last
+    longer than ``max_span``: an event covered for days on end becomes a new
+    story every few days, rather than one that drifts from topic to topic."""
+    return _in_window(published_at, profile, timedelta(seconds=settings.window), timedelta(seconds=settings.max_span))
+
+
+def _in_window(t: datetime, profile: StoryProfile, window: timedelta, max_span: timedelta) -> bool:
+    if not profile.first_at - window <= t <= profile.last_at + window:
+        return False
+    return max(t, profile.last_at) - min(t, profile.first_at) <= max_span
 
 
 def primary_language(language: str | None) -> str | None:
@@ -349,13 +357,16 @@ _WORD = re.compile(r"\w+")
 _POSSESSIVE = re.compile(r"'s\b")
 _NUMBER_SEPARATOR = re.compile(r"(\d)[.,](?=\d)")
 _HAS_DIGIT = re.compile(r"\d")
-_CJK = re.compile("[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+# Compiled on first use: a few milliseconds that a feed of plain English never needs.
+_CJK = functools.cache(lambda: re.compile("[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]"))
 _MAX_TERM = 40  # longer "words" are URLs, hashes or garbage
 # Combining marks (accents; Arabic, Hebrew and Syriac vowel signs), dropped
 # after NFKD so that "é" and "e" are one letter.
-_MARKS = re.compile(
-    "[\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed"
-    "\u0711\u0730-\u074a\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
+_MARKS = functools.cache(
+    lambda: re.compile(
+        "[\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed"
+        "\u0711\u0730-\u074a\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
+    )
 )
 _APOSTROPHES = ("\u2019", "\u02bc")
 _ARABIC = re.compile("[\u0600-\u06ff]")
@@ -378,7 +389,7 @@ def _normalise(text: str) -> str:
         return text
     # str.replace and one regex pass: str.translate with a mapping costs
     # several times more on a non-ASCII text.
-    text = _MARKS.sub("", unicodedata.normalize("NFKD", text))
+    text = _MARKS().sub("", unicodedata.normalize("NFKD", text))
     for apostrophe in _APOSTROPHES:
         text = text.replace(apostrophe, "'")
     if _ARABIC.search(text):
@@ -393,8 +404,8 @@ def _terms(text: str, stop: frozenset[str], fold_plurals: bool) -> list[str]:
     if _HAS_DIGIT.search(text):
         text = _NUMBER_SEPARATOR.sub(r"\1", text)
     tokens = _WORD.findall(text)
-    if not text.isascii() and _CJK.search(text):
-        tokens = [pair for token in tokens for pair in (_cjk_pairs(token) if _CJK.search(token) else (token,))]
+    if not text.isascii() and (cjk := _CJK()).search(text):
+        tokens = [pair for token in tokens for pair in (_cjk_pairs(token) if cjk.search(token) else (token,))]
     # Casefolded in one call rather than one call per token: this function is
     # most of the cost of features().
     terms = [t for t in "\x00".join(tokens).casefold().split("\x00") if 1 < len(t) <= _MAX_TERM and t not in stop]
@@ -450,14 +461,6 @@ def _shared_terms(
     centroid = profile.weights
     products = sorted((-w * centroid[t], t) for t, w in vector.items() if t in centroid)
     return tuple(t for _, t in products[:limit])
-
-
-def _gap_seconds(published_at: datetime, profile: StoryProfile) -> float:
-    if published_at < profile.first_at:
-        return (profile.first_at - published_at).total_seconds()
-    if published_at > profile.last_at:
-        return (published_at - profile.last_at).total_seconds()
-    return 0.0
 
 
 # --- stored forms --------------------------------------------------------------------------

@@ -209,13 +209,12 @@ def cluster_dev(
     articles: Sequence[DevArticle],
     times: Mapping[str, datetime],
     settings: cluster.ClusterSettings = cluster.DEFAULT_SETTINGS,
-    weights: cluster.FeatureWeights = cluster.DEFAULT_WEIGHTS,
 ) -> tuple[dict[str, str], StoreSimulation]:
     """Replay the articles through the pure API; url -> predicted story."""
     store = StoreSimulation(settings)
     predicted = {}
     for a in replay_order(articles, times):
-        feats = cluster.features(a.title, a.text, "en", weights)
+        feats = cluster.features(a.title, a.text, "en", settings)
         predicted[a.url], _ = store.add(cluster.Newcomer(feats, a.feed, times[a.url]))
     return predicted, store
 
@@ -224,9 +223,8 @@ def score_dev(
     articles: Sequence[DevArticle],
     times: Mapping[str, datetime],
     settings: cluster.ClusterSettings = cluster.DEFAULT_SETTINGS,
-    weights: cluster.FeatureWeights = cluster.DEFAULT_WEIGHTS,
 ) -> Score:
-    predicted, _ = cluster_dev(articles, times, settings, weights)
+    predicted, _ = cluster_dev(articles, times, settings)
     return bcubed({a.url: a.story for a in articles}, predicted)
 
 
@@ -283,40 +281,42 @@ def errors(articles: Sequence[DevArticle], times: Mapping[str, datetime]) -> Non
                 print(f"    {predicted[a.url]} {a.feed} {times[a.url]:%m-%d %H:%M} {a.title}")
 
 
+SWEEP: tuple[tuple[str, tuple[float, ...]], ...] = (
+    ("threshold", (0.15, 0.18, 0.2, 0.22, 0.25, 0.3)),
+    ("idf_strength", (0, 0.3, 0.6, 1, 2)),
+    ("title_weight", (1, 1.5, 2, 3)),
+    ("window", (24 * 3600, 36 * 3600, 48 * 3600, 72 * 3600)),
+    ("max_span", (48 * 3600, 72 * 3600, 96 * 3600, 1000 * 3600)),
+    ("max_terms", (20, 30, 40, 60)),
+    ("max_keys", (4, 6, 8, 12, 20)),
+    ("centroid_terms", (20, 40, 80)),
+    ("max_key_articles", (5, 10, 200)),
+    ("max_candidates", (5, 10, 50)),
+)
+
+
 def sweep(articles: Sequence[DevArticle], seeds: int) -> None:
-    """F1 (real / median of the one-week seeds) as each parameter moves alone."""
+    """P and F1 (real dates; median of the one-week seeds) as each setting
+    moves alone from its default."""
     real = real_timeline(articles)
     weeks = [week_timeline(articles, seed=seed) for seed in range(1, seeds + 1)]
-
-    def run(settings: cluster.ClusterSettings, weights: cluster.FeatureWeights) -> str:
-        r = score_dev(articles, real, settings, weights)
-        w = [score_dev(articles, t, settings, weights) for t in weeks]
-        return (
-            f"{r.precision:.3f} / {r.f1:.3f} | {statistics.median(s.precision for s in w):.3f} / "
-            f"{statistics.median(s.f1 for s in w):.3f}"
-        )
-
-    base_s, base_w = cluster.DEFAULT_SETTINGS, cluster.DEFAULT_WEIGHTS
-    grid: list[tuple[str, Sequence[float], Callable[[float], tuple[cluster.ClusterSettings, cluster.FeatureWeights]]]]
-    grid = [
-        ("threshold", (0.15, 0.2, 0.25, 0.3), lambda v: (dataclasses.replace(base_s, threshold=v), base_w)),
-        ("idf_strength", (0, 0.3, 0.6, 1, 2), lambda v: (dataclasses.replace(base_s, idf_strength=v), base_w)),
-        ("decay_per_day", (0, 0.1, 0.2), lambda v: (dataclasses.replace(base_s, decay_per_day=v), base_w)),
-        ("window (h)", (24, 36, 48, 72), lambda v: (dataclasses.replace(base_s, window=v * 3600), base_w)),
-        ("title_weight", (1, 1.5, 2, 3), lambda v: (base_s, dataclasses.replace(base_w, title_weight=v))),
-        ("max_terms", (20, 30, 40, 60), lambda v: (base_s, dataclasses.replace(base_w, max_terms=int(v)))),
-        ("max_keys", (4, 8, 12, 20), lambda v: (dataclasses.replace(base_s, max_keys=int(v)), base_w)),
-        ("max_key_articles", (5, 10, 200), lambda v: (dataclasses.replace(base_s, max_key_articles=int(v)), base_w)),
-        ("max_candidates", (5, 10, 50), lambda v: (dataclasses.replace(base_s, max_candidates=int(v)), base_w)),
-        ("centroid_terms", (40, 80, 160), lambda v: (dataclasses.replace(base_s, centroid_terms=int(v)), base_w)),
-    ]
-    print(f"| parameter | value | real P / F1 | one week P / F1 (median of {seeds} seeds) |")
-    print("| --- | ---: | --- | --- |")
-    for name, values, make in grid:
+    base = cluster.DEFAULT_SETTINGS
+    print(f"| setting | value | real P / F1 | one week P / F1 (median of {seeds} seeds) | one week min F1 |")
+    print("| --- | ---: | --- | --- | ---: |")
+    for name, values in SWEEP:
         for value in values:
-            settings, weights = make(value)
-            marker = " (default)" if (settings, weights) == (base_s, base_w) else ""
-            print(f"| {name} | {value:g}{marker} | {run(settings, weights)} |", flush=True)
+            kind = type(getattr(base, name))
+            settings = dataclasses.replace(base, **{name: kind(value)})
+            r = score_dev(articles, real, settings)
+            w = [score_dev(articles, t, settings) for t in weeks]
+            shown = f"{value / 3600:g} h" if name in ("window", "max_span") else f"{value:g}"
+            marker = " (default)" if settings == base else ""
+            print(
+                f"| {name} | {shown}{marker} | {r.precision:.3f} / {r.f1:.3f} |"
+                f" {statistics.median(s.precision for s in w):.3f} / {statistics.median(s.f1 for s in w):.3f} |"
+                f" {min(s.f1 for s in w):.3f} |",
+                flush=True,
+            )
 
 
 def _per_item(action: Callable[[], object], items: int, repeats: int = 7) -> float:
@@ -329,42 +329,53 @@ def _per_item(action: Callable[[], object], items: int, repeats: int = 7) -> flo
     return statistics.median(runs)
 
 
-def speed(articles: Sequence[DevArticle]) -> None:
-    """µs per article for each step a store takes around clustering."""
+def speed(articles: Sequence[DevArticle]) -> dict[str, float]:
+    """µs per article for each step a store takes around clustering; prints
+    a table and returns the figures."""
     inputs = [(a.title, a.text) for a in articles]
     words = statistics.median(len(f"{t} {x}".split()) for t, x in inputs)
-    seconds = _per_item(lambda: [cluster.features(t, x, "en") for t, x in inputs], len(inputs))
-    print(f"| features() | {1e6 * seconds:.0f} µs per article (title + lead, median {words:.0f} words) |")
+    figures: dict[str, float] = {}
+    figures["features"] = _per_item(lambda: [cluster.features(t, x, "en") for t, x in inputs], len(inputs))
+    print(f"| features() | {1e6 * figures['features']:.0f} µs per article (title + lead, median {words:.0f} words) |")
     times = week_timeline(articles)
     ordered = replay_order(articles, times)
     _, store = cluster_dev(articles, times)
     counts = store.candidate_counts
-    newcomers = [cluster.Newcomer(cluster.features(a.title, a.text, "en"), "bench-feed", times[a.url]) for a in ordered]
-    profiles = [cluster.StoryProfile.from_json(p) for p in store.profiles.values()]
-    # Every candidate inside the window and of another feed, so that each is scored.
-    profiles = [dataclasses.replace(p, first_at=WEEK_START, last_at=WEEK_START + timedelta(days=12)) for p in profiles]
     print(f"| candidates per article (one-week replay) | median {statistics.median(counts):.0f}, max {max(counts)} |")
-    for count in (10, 50):
-        candidates = [cluster.Candidate(f"s{i:06d}", profiles[i % len(profiles)]) for i in range(count)]
-        key_counts = {k: 3 for k in cluster.index_keys(newcomers[0].features)}
-        seconds = _per_item(lambda: [cluster.assign(n, candidates, key_counts) for n in newcomers], len(newcomers))
-        print(f"| assign() with {count} candidates | {1e6 * seconds:.0f} µs per article |")
+    newcomers = [cluster.Newcomer(cluster.features(a.title, a.text, "en"), "bench", times[a.url]) for a in ordered]
     stored = list(store.profiles.values())
-    seconds = _per_item(lambda: [cluster.StoryProfile.from_json(p) for p in stored], len(stored))
-    print(f"| StoryProfile.from_json() | {1e6 * seconds:.0f} µs per profile |")
-    seconds = _per_item(
-        lambda: [cluster.join_profile(p, n).to_json() for p, n in zip(profiles, newcomers)], len(profiles)
-    )
-    print(f"| join_profile() + to_json() | {1e6 * seconds:.0f} µs per article |")
-    key_rows = {
-        k: [f"s{i:06d}" for i in range(j, j + 8)] for j, k in enumerate(cluster.index_keys(newcomers[0].features))
-    }
-    seconds = _per_item(lambda: [cluster.select_candidates(key_rows) for _ in range(100)], 100)
-    print(f"| select_candidates() ({len(key_rows)} keys x 8 rows) | {1e6 * seconds:.0f} µs per article |")
+    profiles = [cluster.StoryProfile.from_json(p) for p in stored]
+    # Every candidate in the window and of another feed, so that each one is scored.
+    span = {"first_at": WEEK_START, "last_at": WEEK_START + timedelta(days=3)}
+    profiles = [dataclasses.replace(p, **span) for p in profiles]
+
+    def assign_all(candidates: list[cluster.Candidate]) -> None:
+        for n in newcomers:
+            keys = cluster.index_keys(n.features)
+            cluster.assign(dataclasses.replace(n, published_at=WEEK_START), candidates, dict.fromkeys(keys, 3))
+
+    for count in (7, 50):
+        candidates = [cluster.Candidate(f"s{i:06d}", profiles[i % len(profiles)]) for i in range(count)]
+        figures[f"assign{count}"] = _per_item(lambda c=candidates: assign_all(c), len(newcomers))
+        print(f"| assign() with {count} candidates | {1e6 * figures[f'assign{count}']:.0f} µs per article |")
+    figures["from_json"] = _per_item(lambda: [cluster.StoryProfile.from_json(p) for p in stored], len(stored))
+    print(f"| StoryProfile.from_json() | {1e6 * figures['from_json']:.0f} µs per candidate profile |")
+    pairs = list(zip(profiles, newcomers, strict=False))
+    figures["join"] = _per_item(lambda: [cluster.join_profile(p, n).to_json() for p, n in pairs], len(pairs))
+    print(f"| join_profile() + to_json() | {1e6 * figures['join']:.0f} µs per article |")
+    keys = cluster.index_keys(newcomers[0].features)
+    key_rows = {k: [f"s{i:06d}" for i in range(j, j + 8)] for j, k in enumerate(keys)}
+    figures["select"] = _per_item(lambda: [cluster.select_candidates(key_rows) for _ in range(100)], 100)
+    print(f"| select_candidates() ({len(key_rows)} keys x 8 rows) | {1e6 * figures['select']:.0f} µs per article |")
+    for count in (7, 50):
+        total = figures["features"] + figures["select"] + count * figures["from_json"]
+        total += figures[f"assign{count}"] + figures["join"]
+        print(f"| all of the above, {count} candidates | {1e6 * total:.0f} µs per article |")
     sizes = [len(n.features.to_json().encode()) for n in newcomers]
     profile_sizes = [len(p.encode()) for p in stored]
     print(f"| features JSON | median {statistics.median(sizes):.0f} bytes |")
     print(f"| profile JSON | median {statistics.median(profile_sizes):.0f} bytes, max {max(profile_sizes)} |")
+    return figures
 
 
 def cost() -> None:
