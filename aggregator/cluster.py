@@ -64,7 +64,7 @@ class ClusterSettings:
     max_terms: int = 40  # an article's vector keeps this many heaviest terms
 
     window: float = 48 * 3600.0  # seconds: a story is a candidate while a member is this close in published_at
-    threshold: float = 0.2  # score needed to join
+    threshold: float = 0.22  # score needed to join
     idf_strength: float = 0.6  # how much a key carried by many window articles is discounted
     max_span: float = 96 * 3600.0  # seconds: the longest a story may last, first member to last
     max_keys: int = 8  # index keys per article
@@ -90,11 +90,7 @@ class StoryFeatures:
     language: str | None
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"v": FEATURES_VERSION, "lang": self.language, "terms": dict(self.terms)},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        return _JSON.encode({"v": FEATURES_VERSION, "lang": self.language, "terms": dict(self.terms)})
 
     @classmethod
     def from_json(cls, text: str | bytes) -> StoryFeatures:
@@ -192,7 +188,7 @@ class StoryProfile:
         return sum(w * w for _, w in self.centroid)
 
     def to_json(self) -> str:
-        return json.dumps(
+        return _JSON.encode(
             {
                 "v": FEATURES_VERSION,
                 "lang": self.language,
@@ -201,9 +197,7 @@ class StoryProfile:
                 "first": self.first_at.isoformat(),
                 "last": self.last_at.isoformat(),
                 "terms": self.weights,
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
+            }
         )
 
     @classmethod
@@ -298,11 +292,11 @@ def assign(
     # Both sides are weighed by the key factors: the article's vector by f
     # (for its norm) and once more by f (standing for the centroid's f in the
     # dot product, so that the centroid's stored weights serve as they are).
-    vector = {t: w * factor.get(t, 1.0) for t, w in article.features.terms}
-    vector_norm = math.sqrt(sum(w * w for w in vector.values()))
+    once = {t: w * factor.get(t, 1.0) for t, w in article.features.terms} if factor else dict(article.features.terms)
+    vector_norm = math.sqrt(sum(w * w for w in once.values()))
     if vector_norm == 0:
         return Assignment(None)
-    vector = {t: w * factor.get(t, 1.0) for t, w in vector.items()}
+    vector = {t: w * factor.get(t, 1.0) for t, w in once.items()} if factor else once
     window, max_span = timedelta(seconds=settings.window), timedelta(seconds=settings.max_span)
     best_score, best = -1.0, None
     for candidate in candidates:
@@ -339,7 +333,7 @@ def primary_language(language: str | None) -> str | None:
     """``en-US`` -> ``en``; None for a missing or meaningless value."""
     if not language:
         return None
-    primary = re.split(r"[-_]", language.strip(), maxsplit=1)[0].lower()
+    primary = language.strip().replace("_", "-").split("-", 1)[0].lower()
     return primary if primary.isascii() and primary.isalpha() and 2 <= len(primary) <= 3 else None
 
 
@@ -389,7 +383,9 @@ def _normalise(text: str) -> str:
         return text
     # str.replace and one regex pass: str.translate with a mapping costs
     # several times more on a non-ASCII text.
-    text = _MARKS().sub("", unicodedata.normalize("NFKD", text))
+    decomposed = unicodedata.normalize("NFKD", text)
+    if decomposed != text:  # typographic quotes and dashes alone do not decompose
+        text = _MARKS().sub("", decomposed)
     for apostrophe in _APOSTROPHES:
         text = text.replace(apostrophe, "'")
     if _ARABIC.search(text):
@@ -408,10 +404,10 @@ def _terms(text: str, stop: frozenset[str], fold_plurals: bool) -> list[str]:
         tokens = [pair for token in tokens for pair in (_cjk_pairs(token) if cjk.search(token) else (token,))]
     # Casefolded in one call rather than one call per token: this function is
     # most of the cost of features().
-    terms = [t for t in "\x00".join(tokens).casefold().split("\x00") if 1 < len(t) <= _MAX_TERM and t not in stop]
+    folded = "\x00".join(tokens).casefold().split("\x00")
     if fold_plurals:
-        terms = [_fold_plural(t) if t[-1] == "s" else t for t in terms]
-    return terms
+        return [_fold_plural(t) if t[-1] == "s" else t for t in folded if 1 < len(t) <= _MAX_TERM and t not in stop]
+    return [t for t in folded if 1 < len(t) <= _MAX_TERM and t not in stop]
 
 
 def _cjk_pairs(token: str) -> list[str]:
@@ -435,7 +431,7 @@ def _heaviest(weights: Mapping[str, _W], limit: int) -> tuple[tuple[str, _W], ..
     return tuple(sorted(sorted(weights.items()), key=operator.itemgetter(1), reverse=True)[:limit])
 
 
-def _cosine(vector: dict[str, float], profile: StoryProfile, factor: Mapping[str, float]) -> float:
+def _cosine(vector: Mapping[str, float], profile: StoryProfile, factor: Mapping[str, float]) -> float:
     """Dot product of the article's vector (weighed twice by the key factors)
     with the profile's centroid, divided by the norm of the centroid weighed
     by the key factors. The article's terms are few: loop over them."""
@@ -456,7 +452,7 @@ def _cosine(vector: dict[str, float], profile: StoryProfile, factor: Mapping[str
 
 
 def _shared_terms(
-    vector: dict[str, float], profile: StoryProfile, factor: Mapping[str, float], limit: int = 5
+    vector: Mapping[str, float], profile: StoryProfile, factor: Mapping[str, float], limit: int = 5
 ) -> tuple[str, ...]:
     centroid = profile.weights
     products = sorted((-w * centroid[t], t) for t, w in vector.items() if t in centroid)
@@ -464,6 +460,9 @@ def _shared_terms(
 
 
 # --- stored forms --------------------------------------------------------------------------
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def _load_versioned(text: str | bytes, what: str) -> dict[str, object]:
@@ -516,9 +515,9 @@ def stop_words(language: str | None) -> frozenset[str]:
     if language == "en":
         return _ENGLISH_STOP
     if language in stop_words_package.LANGUAGE_MAPPING:
-        words = stop_words_package.get_stop_words(language)
+        words = stop_words_package.get_stop_words(language, cache=False)
     else:
-        words = [w for code in _NON_LATIN_LISTS for w in stop_words_package.get_stop_words(code)]
+        words = [w for code in _NON_LATIN_LISTS for w in stop_words_package.get_stop_words(code, cache=False)]
         words.extend(_ENGLISH_STOP)
     # Normalised and split as text is, so that "aujourd'hui" stops "aujourd" and "hui".
     return frozenset(t for word in words for t in _WORD.findall(_normalise(word).casefold())) | _SINGLE_CHARACTERS
