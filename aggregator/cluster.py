@@ -68,7 +68,7 @@ class ClusterSettings:
     idf_strength: float = 0.6  # how much a key carried by many window articles is discounted
     max_span: float = 96 * 3600.0  # seconds: the longest a story may last, first member to last
     max_keys: int = 8  # index keys per article
-    max_key_articles: int = 200  # a key on more window articles than this is too common to find candidates by
+    max_key_articles: int = 100  # a key on more window articles than this is too common to find candidates by
     max_candidates: int = 50  # stories assign looks at, most shared keys first
     centroid_terms: int = 40  # terms a story profile keeps
 

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import email.utils
 import hashlib
+import html
 import json
 import os
 import platform
@@ -122,6 +124,29 @@ def replay_order(articles: Sequence[DevArticle], times: Mapping[str, datetime]) 
     return sorted(articles, key=lambda a: (times[a.url], a.url))
 
 
+def rss_feed(articles: Sequence[DevArticle], feed: str, times: Mapping[str, datetime]) -> bytes:
+    """One outlet's articles as an RSS 2.0 document, newest first: title,
+    link, guid, pubDate and a description of the lead's paragraphs (HTML)."""
+    mine = sorted((a for a in articles if a.feed == feed), key=lambda a: (times[a.url], a.url), reverse=True)
+    if not mine:
+        raise ValueError(f"no articles of feed {feed!r}")
+    items = []
+    for a in mine:
+        description = "".join(f"<p>{html.escape(p)}</p>" for p in a.text.split("\n\n"))
+        items.append(
+            f"<item><title>{html.escape(a.title)}</title><link>{html.escape(a.url)}</link>"
+            f'<guid isPermaLink="true">{html.escape(a.url)}</guid>'
+            f"<pubDate>{email.utils.format_datetime(times[a.url])}</pubDate>"
+            f"<description>{html.escape(description)}</description></item>"
+        )
+    name = html.escape(mine[0].outlet_name)
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>'
+        f"<title>{name}</title><link>https://{feed}.example/</link><description>{name} (dev set)</description>"
+        f"<language>en-us</language>{''.join(items)}</channel></rss>\n"
+    ).encode()
+
+
 # --- scoring -----------------------------------------------------------------------------
 
 
@@ -157,6 +182,48 @@ def bcubed(gold: Mapping[str, str], predicted: Mapping[str, str]) -> Score:
     recall /= len(gold)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return Score(precision, recall, f1, len(predicted_members))
+
+
+def load_sts(directory: Path = STORIES) -> list[tuple[float, str, str]]:
+    """(human score 0-5, headline, headline) from the SemEval STS headline
+    sets; rows without a score are skipped."""
+    pairs = []
+    for path in sorted(directory.glob("sts-headlines-*.tsv")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            fields = line.split("\t")
+            if len(fields) == 3 and fields[0].strip():
+                pairs.append((float(fields[0]), fields[1], fields[2]))
+    return pairs
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
+    def ranks(values: Sequence[float]) -> list[float]:
+        order = sorted(range(len(values)), key=lambda i: values[i])
+        result = [0.0] * len(values)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                result[order[k]] = (i + j) / 2  # ties share their mean rank
+            i = j + 1
+        return result
+
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    return cov / (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+
+
+def sts_correlation(pairs: Sequence[tuple[float, str, str]]) -> float:
+    """Spearman correlation between the human scores and the cosine of two
+    headlines' features (as titles; no window statistics)."""
+    sims = []
+    for _, a, b in pairs:
+        fa, fb = dict(cluster.features(a, "", "en").terms), cluster.features(b, "", "en").terms
+        sims.append(sum(w * fa.get(t, 0) for t, w in fb) / cluster.SCALE**2)
+    return spearman([score for score, _, _ in pairs], sims)
 
 
 # --- the store, simulated ------------------------------------------------------------------
@@ -290,7 +357,7 @@ SWEEP: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("max_terms", (20, 30, 40, 60)),
     ("max_keys", (4, 6, 8, 12, 20)),
     ("centroid_terms", (20, 40, 80)),
-    ("max_key_articles", (5, 10, 200)),
+    ("max_key_articles", (5, 10, 100)),
     ("max_candidates", (5, 10, 50)),
 )
 
@@ -335,6 +402,17 @@ def speed(articles: Sequence[DevArticle]) -> dict[str, float]:
     inputs = [(a.title, a.text) for a in articles]
     words = statistics.median(len(f"{t} {x}".split()) for t, x in inputs)
     figures: dict[str, float] = {}
+    # The yardstick, measured in the same run: parsing the entries of the dev
+    # set's three RSS documents (what a parse worker does for each article).
+    from aggregator.parse import parse_document
+
+    timeline = real_timeline(articles)
+    documents = [rss_feed(articles, feed, timeline) for feed in sorted({a.feed for a in articles})]
+    assert sum(len(parse_document(d, "https://bench.example/feed").entries) for d in documents) == len(articles)
+    figures["parse"] = _per_item(
+        lambda: [parse_document(d, "https://bench.example/feed") for d in documents], len(inputs)
+    )
+    print(f"| yardstick: parse_document() of the dev set's RSS | {1e6 * figures['parse']:.0f} µs per entry |")
     figures["features"] = _per_item(lambda: [cluster.features(t, x, "en") for t, x in inputs], len(inputs))
     print(f"| features() | {1e6 * figures['features']:.0f} µs per article (title + lead, median {words:.0f} words) |")
     times = week_timeline(articles)
@@ -370,7 +448,10 @@ def speed(articles: Sequence[DevArticle]) -> dict[str, float]:
     for count in (7, 50):
         total = figures["features"] + figures["select"] + count * figures["from_json"]
         total += figures[f"assign{count}"] + figures["join"]
-        print(f"| all of the above, {count} candidates | {1e6 * total:.0f} µs per article |")
+        print(
+            f"| all of the above, {count} candidates | {1e6 * total:.0f} µs per article"
+            f" = {total / figures['parse']:.2f}x parsing the entry |"
+        )
     sizes = [len(n.features.to_json().encode()) for n in newcomers]
     profile_sizes = [len(p.encode()) for p in stored]
     print(f"| features JSON | median {statistics.median(sizes):.0f} bytes |")
@@ -379,26 +460,48 @@ def speed(articles: Sequence[DevArticle]) -> dict[str, float]:
 
 
 def cost() -> None:
-    """Import time and memory that importing aggregator.cluster adds."""
+    """Import time and memory that aggregator.cluster adds to a process that
+    already has aggregator.model (as every process of the service does)."""
     probe = (
-        "import resource, sys, time\n"
+        "import resource, time\n"
         "def rss():\n"
         "    return int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize()\n"
-        "import aggregator.model\n"
+        "import json, re, aggregator.model\n"
         "before = rss(); t = time.perf_counter()\n"
         "import aggregator.cluster as c\n"
-        "c.features('Warm Up', 'Warm up the stop words.', 'en')\n"
-        "print(time.perf_counter() - t, rss() - before)\n"
+        "imported = time.perf_counter() - t\n"
+        "c.features('Warm Up', 'Loads the English stop words.', 'en')\n"
+        "english = rss()\n"
+        "c.features('x', 'y', None); c.features('x', 'y', 'fr'); c.features('x', 'y', 'ar')\n"
+        "print(imported, english - before, rss() - english)\n"
     )
-    runs = [subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True) for _ in range(5)]
-    seconds = statistics.median(float(r.stdout.split()[0]) for r in runs)
-    grown = statistics.median(int(r.stdout.split()[1]) for r in runs)
-    print(f"import aggregator.cluster + first features(): {1000 * seconds:.1f} ms, RSS +{grown / 1024:.0f} KiB")
+    # As installed: bytecode compiled once (this machine sets PYTHONDONTWRITEBYTECODE).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-c", "import aggregator.cluster"], env=env, check=True)
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env
+        ).stdout.split()
+        for _ in range(7)
+    ]
+    seconds = statistics.median(float(r[0]) for r in runs)
+    english = statistics.median(int(r[1]) for r in runs)
+    more = statistics.median(int(r[2]) for r in runs)
+    print(f"| import aggregator.cluster (median of 7) | {1000 * seconds:.1f} ms |")
+    print(f"| RSS after import + first English features() | +{english / 1024:.0f} KiB |")
+    print(f"| RSS for the unknown-language, French and Arabic stop words | +{more / 1024:.0f} KiB |")
     out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import aggregator.cluster"], capture_output=True, text=True
+        [sys.executable, "-X", "importtime", "-c", "import json, re, aggregator.model; import aggregator.cluster"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     ).stderr
-    line = next(line for line in out.splitlines() if line.rstrip().endswith("aggregator.cluster"))
-    print(f"python -X importtime: {line.strip()}")
+    for name in ("stop_words", "unicodedata", "aggregator.cluster"):
+        line = next((line for line in out.splitlines() if line.rstrip().endswith(f" {name}")), None)
+        if line:
+            fields = [f.strip() for f in line.split(":", 1)[1].split("|")]
+            print(f"| -X importtime {name} (self / cumulative) | {fields[0]} / {fields[1]} µs |")
 
 
 def main() -> None:
@@ -420,6 +523,8 @@ def main() -> None:
         sweep(articles, args.seeds)
         return
     quality(articles, args.seeds)
+    pairs = load_sts()
+    print(f"\nSTS headlines ({len(pairs)} scored pairs): Spearman {sts_correlation(pairs):.3f}")
     print("\n| step | cost |\n| --- | --- |")
     speed(articles)
     cost()
