@@ -28,6 +28,14 @@ How it decides:
 
 The only corpus statistics are those window counts, which the store's index
 already holds: nothing to ship, nothing global to keep.
+
+What the store keeps. Per story: its id and ``StoryProfile.to_json()``
+(about 0.7 KB, rewritten at each join). Per article: its story id, and the
+``Assignment``'s score and shared terms (the "why" people see). Index rows
+``(key, story id, published_at)``, looked up by key and published_at. An
+article's features need not be stored: ``features`` is pure and versioned, so
+a split or join rebuilds profiles from the members' title and summary
+(``build_profile``). ``features`` may run where the entry is parsed.
 """
 
 from __future__ import annotations
@@ -69,7 +77,7 @@ class ClusterSettings:
     max_span: float = 96 * 3600.0  # seconds: the longest a story may last, first member to last
     max_keys: int = 8  # index keys per article
     max_key_articles: int = 100  # a key on more window articles than this is too common to find candidates by
-    max_candidates: int = 50  # stories assign looks at, most shared keys first
+    max_candidates: int = 20  # stories assign looks at, most shared keys first
     centroid_terms: int = 40  # terms a story profile keeps
 
 

@@ -358,7 +358,7 @@ SWEEP: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("max_keys", (4, 6, 8, 12, 20)),
     ("centroid_terms", (20, 40, 80)),
     ("max_key_articles", (5, 10, 100)),
-    ("max_candidates", (5, 10, 50)),
+    ("max_candidates", (5, 10, 20, 50)),
 )
 
 
@@ -432,7 +432,7 @@ def speed(articles: Sequence[DevArticle]) -> dict[str, float]:
             keys = cluster.index_keys(n.features)
             cluster.assign(dataclasses.replace(n, published_at=WEEK_START), candidates, dict.fromkeys(keys, 3))
 
-    for count in (7, 50):
+    for count in (7, cluster.DEFAULT_SETTINGS.max_candidates):
         candidates = [cluster.Candidate(f"s{i:06d}", profiles[i % len(profiles)]) for i in range(count)]
         figures[f"assign{count}"] = _per_item(lambda c=candidates: assign_all(c), len(newcomers))
         print(f"| assign() with {count} candidates | {1e6 * figures[f'assign{count}']:.0f} µs per article |")
@@ -445,7 +445,7 @@ def speed(articles: Sequence[DevArticle]) -> dict[str, float]:
     key_rows = {k: [f"s{i:06d}" for i in range(j, j + 8)] for j, k in enumerate(keys)}
     figures["select"] = _per_item(lambda: [cluster.select_candidates(key_rows) for _ in range(100)], 100)
     print(f"| select_candidates() ({len(key_rows)} keys x 8 rows) | {1e6 * figures['select']:.0f} µs per article |")
-    for count in (7, 50):
+    for count in (7, cluster.DEFAULT_SETTINGS.max_candidates):
         total = figures["features"] + figures["select"] + count * figures["from_json"]
         total += figures[f"assign{count}"] + figures["join"]
         print(
