@@ -59,6 +59,8 @@ import stop_words as stop_words_package
 # and must be rebuilt from its members' text (``build_profile``).
 FEATURES_VERSION = 1
 SCALE = 10_000  # a unit vector's weights as integers: 4 decimals
+MAX_TITLE = 500  # characters of the title that features() reads
+MAX_TEXT = 2_000  # characters of the lead that features() reads (a lead of 60-100 words is 400-700)
 
 
 _W = TypeVar("_W", int, float)
@@ -113,7 +115,10 @@ def features(
     title: str, text: str, language: str | None, settings: ClusterSettings = DEFAULT_SETTINGS
 ) -> StoryFeatures:
     """The terms of an article's title and plain-text lead (either may be
-    empty; an article with no terms never joins a story)."""
+    empty; an article with no terms never joins a story). Only the first
+    ``MAX_TITLE`` and ``MAX_TEXT`` characters count: a lead is what
+    identifies the event, and a whole article as summary would cost time."""
+    title, text = title[:MAX_TITLE], text[:MAX_TEXT]
     lang = primary_language(language)
     stop = stop_words(lang)
     fold_plurals = lang in (None, "en")

@@ -337,6 +337,13 @@ def test_features_take_any_text(title: str, text: str, language: str | None) -> 
     assert StoryFeatures.from_json(feats.to_json()) == feats
 
 
+def test_only_the_start_of_a_long_summary_counts() -> None:
+    long_text = QUAKE_TEXT + " Unrelated paragraph about football." * 200
+    assert len(long_text) > cluster.MAX_TEXT
+    assert features(QUAKE_TITLE, long_text, "en") == features(QUAKE_TITLE, long_text[: cluster.MAX_TEXT], "en")
+    assert features(QUAKE_TITLE, long_text, "en") != features(QUAKE_TITLE, QUAKE_TEXT, "en")
+
+
 def test_hostile_text_is_handled_in_one_pass() -> None:
     # Long runs that a backtracking pattern would choke on; the pytest timeout is the guard.
     for text in ("1." * 100_000, "a'" * 100_000, "x" * 200_000, "\u064b" * 50_000 + "ب", "\u4e00" * 50_000):
