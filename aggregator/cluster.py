@@ -94,7 +94,7 @@ class StoryFeatures:
     """What one article contributes: its weighted terms, heaviest first
     (ties by term), and its primary language subtag (None: unknown). Weights
     are integers, the unit vector times ``SCALE``: sums of them are exact, so
-    a story's centroid is the same whatever the machine."""
+    a story's centroid does not depend on the order of its additions."""
 
     terms: tuple[tuple[str, int], ...]
     language: str | None
