@@ -148,6 +148,16 @@ class LoggingSettings(_Section):
         return value.lower() if isinstance(value, str) else value
 
 
+class StoriesSettings(_Section):
+    """Story clustering: articles of different outlets about one event become one story (DESIGN §4.6)."""
+
+    enabled: Flag = True
+    # An article may join a story with a member published this close to it.
+    window: Annotated[float, BeforeValidator(duration(3600, 30 * DAY))] = 48 * 3600
+    # How similar (0-1) an article must be to a story to join it; higher: fewer, surer merges.
+    threshold: Annotated[float, BeforeValidator(number(0.05, 1))] = 0.22
+
+
 class Settings(_Section):
     database: Annotated[str, BeforeValidator(text(2000))] = "aggregator.db"
     feeds_dir: Annotated[str, BeforeValidator(text(1000))] = "feeds"
@@ -156,6 +166,7 @@ class Settings(_Section):
     output: OutputSettings = OutputSettings()
     retention: RetentionSettings = RetentionSettings()
     logging: LoggingSettings = LoggingSettings()
+    stories: StoriesSettings = StoriesSettings()
 
 
 @dataclass(frozen=True)

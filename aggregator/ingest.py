@@ -19,11 +19,12 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from aggregator import dedupe
-from aggregator.config import Config, id_authority
+from aggregator import cluster, dedupe
+from aggregator.config import Config, StoriesSettings, id_authority
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.model import (
     FIRST_OF_STORY,
@@ -81,16 +82,16 @@ class ParsePool:
 
                 context = multiprocessing.get_context("forkserver")
                 # Workers fork from a server that has already imported the parser.
-                context.set_forkserver_preload(["aggregator.parse"])
+                context.set_forkserver_preload(["aggregator.worker"])
                 self._pool = pebble.ProcessPool(max_workers=self.workers, max_tasks=self.recycle, context=context)
             return self._pool
 
     def parse(self, body: bytes, url: str, headers: dict[str, str], now: datetime, known: dict[str, str]) -> ParsedFeed:
         import pebble
 
-        from aggregator.parse import parse_document
+        from aggregator.worker import parse_for_ingest
 
-        future = self._started().schedule(parse_document, args=(body, url, headers, now, known), timeout=self.timeout)
+        future = self._started().schedule(parse_for_ingest, args=(body, url, headers, now, known), timeout=self.timeout)
         try:
             parsed: ParsedFeed = future.result()
             return parsed
@@ -113,9 +114,9 @@ class InlineParser:
     worker processes would cost more than it saves."""
 
     def parse(self, body: bytes, url: str, headers: dict[str, str], now: datetime, known: dict[str, str]) -> ParsedFeed:
-        from aggregator.parse import parse_document  # feedparser is imported only when a body needs parsing
+        from aggregator.worker import parse_for_ingest  # feedparser is imported only when a body needs parsing
 
-        return parse_document(body, url, headers, now, known)
+        return parse_for_ingest(body, url, headers, now, known)
 
     def close(self) -> None:
         pass
@@ -254,6 +255,7 @@ class Poller:
         self.metrics = metrics
         self.timing = Timing.from_settings(settings.polling)
         self.authority = id_authority(settings.http.public_base_url)
+        self.cluster_settings = cluster_settings(settings.stories)
         self.rng = rng or random.Random()
         self._rng_lock = threading.Lock()
         self.clock = clock
@@ -273,6 +275,7 @@ class Poller:
         self.config = config
         self.timing = Timing.from_settings(settings.polling)
         self.authority = id_authority(settings.http.public_base_url)
+        self.cluster_settings = cluster_settings(settings.stories)
         limits = FetchLimits.from_settings(settings.polling)
         if limits != self.fetcher.limits:
             self.fetcher = Fetcher(limits, self.store.host_slots())  # the old one's connections just time out
@@ -390,12 +393,15 @@ class Poller:
         return plan
 
     def _stories(self, tx: IngestTransaction, feed: FeedState, plan: dedupe.Plan) -> list[StoryPlan]:
-        """Where each new article goes: an exact duplicate joins the story of
-        the article it duplicates; any other starts its own."""
-        return [
-            StoryPlan(insert.duplicate_story, "same-url", 1.0) if insert.duplicate_story else FIRST_OF_STORY
-            for insert in plan.inserts
-        ]
+        """Where each new article goes (DESIGN §4.6): an exact duplicate joins
+        the story of the article it duplicates; any other joins the most
+        similar story of another outlet within the window, or starts its own.
+        Decided here, once, inside the article's own transaction."""
+        stories = self.config.settings.stories
+        if not plan.inserts:
+            return []
+        desk = _StoryDesk(tx, self.cluster_settings, feed.id, clustering=stories.enabled and feed.cluster)
+        return [desk.place(insert) for insert in plan.inserts]
 
     def _log(self, name: str, feed: FeedState, report: PollReport, seconds: float) -> None:
         if not log.isEnabledFor(logging.WARNING if report.outcome.is_error else logging.INFO):
@@ -452,8 +458,81 @@ class Poller:
         return reports
 
 
+class _StoryDesk:
+    """One poll's story decisions. Profiles of the stories its articles
+    join are kept as they change, so a second article of this feed never
+    joins a story the first one just joined."""
+
+    def __init__(self, tx: IngestTransaction, settings: cluster.ClusterSettings, feed_id: str, clustering: bool):
+        self.tx = tx
+        self.settings = settings
+        self.feed_id = feed_id
+        self.clustering = clustering
+        self.profiles: dict[str, cluster.StoryProfile] = {}
+
+    def place(self, insert: dedupe.Insert) -> StoryPlan:
+        features = self._features(insert)
+        newcomer = cluster.Newcomer(features, self.feed_id, insert.published_at) if features else None
+        keys = cluster.index_keys(features, self.settings) if features and self.clustering else ()
+        if insert.duplicate_story:
+            profile = self._profiles([insert.duplicate_story]).get(insert.duplicate_story)
+            joined = cluster.join_profile(profile, newcomer, self.settings) if profile and newcomer else None
+            return self._joined(insert.duplicate_story, "same-url", 1.0, joined, keys, ())
+        if newcomer is None or not self.clustering:
+            return FIRST_OF_STORY
+        window = timedelta(seconds=self.settings.window)
+        rows = self.tx.story_index_rows(
+            keys, insert.published_at - window, insert.published_at + window, self.settings.max_key_articles + 1
+        )
+        selection = cluster.select_candidates(rows, self.settings)
+        profiles = self._profiles(selection.story_ids)
+        candidates = [cluster.Candidate(sid, profiles[sid]) for sid in selection.story_ids if sid in profiles]
+        decision = cluster.assign(newcomer, candidates, selection.key_counts, self.settings)
+        if decision.story_id is not None:
+            joined = cluster.join_profile(profiles[decision.story_id], newcomer, self.settings)
+            return self._joined(decision.story_id, "similar", decision.score, joined, keys, decision.shared)
+        profile = cluster.new_profile(newcomer, self.settings)
+        return StoryPlan(None, "first", None, profile.to_json(), keys, ())
+
+    def _joined(
+        self,
+        story_id: str,
+        rule: str,
+        score: float,
+        profile: cluster.StoryProfile | None,
+        keys: tuple[str, ...],
+        why: tuple[str, ...],
+    ) -> StoryPlan:
+        if profile is not None:
+            self.profiles[story_id] = profile
+        return StoryPlan(story_id, rule, score, profile.to_json() if profile else None, keys, why)
+
+    def _features(self, insert: dedupe.Insert) -> cluster.StoryFeatures | None:
+        stored = insert.entry.story_features
+        if stored is None:
+            return None
+        try:
+            return cluster.StoryFeatures.from_json(stored)
+        except ValueError:
+            return None
+
+    def _profiles(self, story_ids: Iterable[str]) -> dict[str, cluster.StoryProfile]:
+        wanted = list(story_ids)
+        out = {sid: self.profiles[sid] for sid in wanted if sid in self.profiles}
+        for sid, text in self.tx.story_profiles([s for s in wanted if s not in out]).items():
+            try:
+                out[sid] = cluster.StoryProfile.from_json(text)
+            except ValueError:
+                continue  # a profile of an older FEATURES_VERSION: the story takes no newcomers
+        return out
+
+
 def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%SZ") if moment else "never (feed is gone)"
+
+
+def cluster_settings(stories: StoriesSettings) -> cluster.ClusterSettings:
+    return replace(cluster.DEFAULT_SETTINGS, window=stories.window, threshold=stories.threshold)
 
 
 def make_parser(config: Config, feed_count: int) -> ParsePool | InlineParser:

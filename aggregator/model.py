@@ -279,6 +279,7 @@ class ParsedEntry:
     updated_at: datetime | None = None
     unchanged: bool = False  # content hash matched a stored one: fields not filled
     text: str = ""  # title-less plain text of summary and content (search, stories, filters), capped
+    story_features: str | None = None  # cluster.StoryFeatures as JSON, computed beside the parser
 
 
 @dataclass
@@ -391,17 +392,6 @@ class Story:
 
 
 @dataclass(frozen=True)
-class StoredStory:
-    """A story as the store keeps it, for deciding whether a new article joins it."""
-
-    id: str
-    published_at: datetime  # its first article's date: the time window is on this
-    language: str | None
-    profile: str | None  # what the cluster module compares newcomers against (serialised)
-    feeds: tuple[str, ...]  # feeds with an article in it: a feed never has two
-
-
-@dataclass(frozen=True)
 class StoryPlan:
     """Where one new article goes: into a story, or founding its own."""
 
@@ -409,7 +399,8 @@ class StoryPlan:
     rule: str  # "first", "same-url" (an exact duplicate), "similar", "manual"
     score: float | None = None  # the similarity that joined it
     profile: str | None = None  # the story's profile after this article (None: unchanged)
-    keys: tuple[str, ...] = ()  # index keys the story gains
+    keys: tuple[str, ...] = ()  # the article's index keys (cluster.index_keys): it can be found by them
+    why: tuple[str, ...] = ()  # the terms that weighed most in the score, for people to see
 
 
 FIRST_OF_STORY = StoryPlan(story_id=None, rule="first")

@@ -46,12 +46,16 @@ class Workspace:
         self.root = root
         (root / "feeds").mkdir(exist_ok=True)
         # Fixture feeds are dated mid-2026 and often long: a long retention and
-        # no quiet first poll unless a test asks (their own tests set them).
+        # no quiet first poll unless a test asks. Their generated items read
+        # alike from feed to feed ("Story 1", "Body of story 1"), which story
+        # clustering rightly groups: it is off unless a test is about it
+        # (tests/test_stories.py and the daemon tests turn it on).
         self.settings: dict[str, Any] = {
             "database": "test.db",
             "logging": {"level": "debug"},
             "retention": {"days": 3650},
             "output": {"backfill": 1000},
+            "stories": {"enabled": False},
         }
         self._store: Store | None = None
         self.write_config()

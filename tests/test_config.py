@@ -79,7 +79,7 @@ def test_unknown_setting_names_the_known_ones(tmp_path: Path) -> None:
 def test_unknown_top_level_key(tmp_path: Path) -> None:
     msg = config_error(tmp_path, "databse: x.db\n")
     assert msg == ("config.yaml: databse: unknown setting (expected one of: database, feeds_dir, http, polling, "
-                   "output, retention, logging)")
+                   "output, retention, logging, stories)")
 
 
 def test_bad_interval(tmp_path: Path) -> None:

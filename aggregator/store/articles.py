@@ -3,14 +3,13 @@ the command line and the publisher need."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 from aggregator.dedupe import Existing, Plan, StoredRef
-from aggregator.model import Article, FeedPollUpdate, FeedState, ParsedEntry, StoredStory, StoryPlan, from_iso, iso
+from aggregator.model import Article, FeedPollUpdate, FeedState, ParsedEntry, StoryPlan, from_iso, iso
 from aggregator.store.base import Conn, article_from_row, chunks, dumps, marks
 from aggregator.store.feeds import FeedsMixin
 
@@ -126,23 +125,36 @@ class IngestTransaction:
             row = conn.execute(
                 "INSERT INTO articles (id, feed_id, entry_key, guid, url, canonical_url, title, authors, summary,"
                 " content, categories, enclosures, image, language, published_at, updated_at, first_seen_at, sort_at,"
-                " content_hash, duplicate_of, story_id, story_score, story_rule, hidden_by, held, visible)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING seq",
+                " content_hash, duplicate_of, story_id, story_score, story_rule, story_why, hidden_by, held, visible)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING seq",
                 (
                     insert.output_id, self.feed_id, e.entry_key, e.guid, e.url, e.canonical_url, e.title,
                     dumps([a.to_json() for a in e.authors]), e.summary, e.content, dumps(list(e.categories)),
                     dumps([x.to_json() for x in e.enclosures]), e.image, e.language, iso(published),
                     iso(e.updated_at), stamp, iso(min(published, now)), e.content_hash, insert.duplicate_of,
-                    story_id, story.score, story.rule, insert.hidden_by, insert.held, visible,
+                    story_id, story.score, story.rule, dumps(list(story.why)) if story.why else None,
+                    insert.hidden_by, insert.held, visible,
                 ),
             ).fetchone()  # fmt: skip
             seq = row[0]
             conn.execute(_UPSERT_KEY, (self.feed_id, e.entry_key, seq))
             self.store._index_text(conn, seq, e.title, e.text)
             if story.story_id is None:
-                self._found_story(story_id, seq, published, now, e.language, story)
+                conn.execute(
+                    "INSERT INTO stories (id, founder_seq, published_at, first_seen_at, updated_at, language, profile,"
+                    " size) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+                    (story_id, seq, iso(published), stamp, stamp, e.language, story.profile),
+                )
             else:
-                self._join_story(story_id, now, story)
+                conn.execute(
+                    "UPDATE stories SET size = size + 1, updated_at = ?, profile = COALESCE(?, profile) WHERE id = ?",
+                    (stamp, story.profile, story_id),
+                )
+            if story.keys:
+                conn.executemany(
+                    "INSERT INTO story_index (key, at, seq, story_id) VALUES (?, ?, ?, ?)",
+                    [(key, iso(published), seq, story_id) for key in story.keys],
+                )
         for alias in plan.aliases:
             conn.execute(_UPSERT_KEY, (self.feed_id, alias.entry_key, alias.ref.rowid))
         for update in plan.updates:
@@ -159,37 +171,6 @@ class IngestTransaction:
             )
         if plan.inserts or plan.updates:
             self.store._bump_content_version(conn)
-
-    def _found_story(
-        self, story_id: str, seq: int, published: datetime, now: datetime, language: str | None, story: StoryPlan
-    ) -> None:
-        self.conn.execute(
-            "INSERT INTO stories (id, founder_seq, published_at, first_seen_at, updated_at, language, profile, size,"
-            " feeds) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)",
-            (story_id, seq, iso(published), iso(now), iso(now), language, story.profile, dumps([self.feed_id])),
-        )
-        self._add_keys(story_id, story.keys, published)
-
-    def _join_story(self, story_id: str, now: datetime, story: StoryPlan) -> None:
-        row = self.conn.execute("SELECT feeds, published_at FROM stories WHERE id = ?", (story_id,)).fetchone()
-        if row is None:  # the story of a deleted representative: joining still keeps one story
-            return
-        feeds = sorted({*_loads_list(row[0]), self.feed_id})
-        profile_sql = ", profile = ?" if story.profile is not None else ""
-        params: tuple[Any, ...] = (iso(now), dumps(feeds))
-        params += (story.profile,) if story.profile is not None else ()
-        self.conn.execute(
-            f"UPDATE stories SET size = size + 1, updated_at = ?, feeds = ?{profile_sql} WHERE id = ?",
-            (*params, story_id),
-        )
-        self._add_keys(story_id, story.keys, from_iso(row[1]) or now)
-
-    def _add_keys(self, story_id: str, keys: Sequence[str], at: datetime) -> None:
-        if keys:
-            self.conn.executemany(
-                "INSERT INTO story_keys (key, story_id, at) VALUES (?, ?, ?) ON CONFLICT(key, story_id) DO NOTHING",
-                [(key, story_id, iso(at)) for key in keys],
-            )
 
     def _update(self, seq: int, e: ParsedEntry, updated_at: datetime, stamp: str, now: datetime) -> None:
         row = self.conn.execute("SELECT first_seen_at FROM articles WHERE seq = ?", (seq,)).fetchone()
@@ -208,32 +189,30 @@ class IngestTransaction:
         )  # fmt: skip
         self.store._index_text(self.conn, seq, e.title, e.text, replace=True)
 
-    def story_candidates(self, keys: Sequence[str], start: datetime, end: datetime, limit: int) -> list[StoredStory]:
-        """Stories sharing index keys with a new article, dated within
-        [start, end], most shared keys first (the index: never a scan)."""
-        if not keys:
-            return []
-        counts: dict[str, int] = {}
-        for part in chunks(sorted(set(keys))):
-            for r in self.conn.execute(
-                f"SELECT story_id, COUNT(*) FROM story_keys WHERE key IN ({marks(part)}) AND at >= ? AND at <= ?"
-                " GROUP BY story_id",
-                (*part, iso(start), iso(end)),
-            ):
-                counts[r[0]] = counts.get(r[0], 0) + r[1]
-        best = sorted(counts, key=lambda sid: (-counts[sid], sid))[:limit]
-        out = []
-        for part in chunks(best):
-            for r in self.conn.execute(
-                f"SELECT id, published_at, language, profile, feeds FROM stories WHERE id IN ({marks(part)})", part
-            ):
-                out.append(StoredStory(r[0], from_iso(r[1]) or start, r[2], r[3], tuple(_loads_list(r[4]))))
-        return sorted(out, key=lambda s: (-counts[s.id], s.id))
+    def story_index_rows(self, keys: Sequence[str], start: datetime, end: datetime, limit: int) -> dict[str, list[str]]:
+        """For each key, the stories of (at most ``limit``) indexed articles
+        carrying it, published within [start, end]: the index, never a scan."""
+        rows: dict[str, list[str]] = {}
+        for key in keys:
+            rows[key] = [
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT story_id FROM story_index WHERE key = ? AND at >= ? AND at <= ? LIMIT ?",
+                    (key, iso(start), iso(end), limit),
+                )
+            ]
+        return rows
+
+    def story_profiles(self, story_ids: Sequence[str]) -> dict[str, str]:
+        """Stored profiles (cluster.StoryProfile JSON) of these stories, where they have one."""
+        out: dict[str, str] = {}
+        for part in chunks(sorted(set(story_ids))):
+            out.update(
+                (r[0], r[1])
+                for r in self.conn.execute(f"SELECT id, profile FROM stories WHERE id IN ({marks(part)})", part)
+                if r[1]
+            )
+        return out
 
     def write_feed(self, update: FeedPollUpdate) -> None:
         self.store.write_poll(self.conn, self.feed_id, update)
-
-
-def _loads_list(text: str | None) -> list[str]:
-    value = json.loads(text or "[]")
-    return [str(v) for v in value] if isinstance(value, list) else []

@@ -47,6 +47,7 @@ class MaintenanceMixin(LatestMixin):
                 self._promote_duplicates(conn, [r[1] for r in rows], seqs)
                 for part in chunks(seqs):
                     conn.execute(f"DELETE FROM articles WHERE seq IN ({marks(part)})", part)
+                    conn.execute(f"DELETE FROM story_index WHERE seq IN ({marks(part)})", part)
                     self._unindex_text(conn, part)
                 self._forget_empty_stories(conn, sorted({r[3] for r in rows}))
                 self._bump_content_version(conn)
@@ -76,8 +77,8 @@ class MaintenanceMixin(LatestMixin):
                 )
 
     def _forget_empty_stories(self, conn: Conn, story_ids: Sequence[str]) -> None:
-        """Stories whose every article is gone go too (with their index keys);
-        the others keep their id, and count what is left."""
+        """Stories whose every article is gone go too; the others keep their
+        id, and count what is left."""
         for part in chunks(story_ids):
             left = {
                 r[0]: r[1]
@@ -89,7 +90,6 @@ class MaintenanceMixin(LatestMixin):
             }
             empty = [sid for sid in part if sid not in left]
             if empty:
-                conn.execute(f"DELETE FROM story_keys WHERE story_id IN ({marks(empty)})", empty)
                 conn.execute(f"DELETE FROM stories WHERE id IN ({marks(empty)})", empty)
             conn.executemany("UPDATE stories SET size = ? WHERE id = ?", [(n, sid) for sid, n in sorted(left.items())])
 

@@ -171,6 +171,7 @@ def m004_stories_filters_and_plain_text_search(db: sqlite_utils.Database) -> Non
         ALTER TABLE articles ADD COLUMN story_id TEXT;
         ALTER TABLE articles ADD COLUMN story_score REAL;
         ALTER TABLE articles ADD COLUMN story_rule TEXT;
+        ALTER TABLE articles ADD COLUMN story_why TEXT;
         ALTER TABLE articles ADD COLUMN hidden_by TEXT;
         ALTER TABLE articles ADD COLUMN held TEXT;
         ALTER TABLE articles ADD COLUMN visible INTEGER NOT NULL DEFAULT 1;
@@ -186,18 +187,19 @@ def m004_stories_filters_and_plain_text_search(db: sqlite_utils.Database) -> Non
             updated_at TEXT NOT NULL,
             language TEXT,
             profile TEXT,
-            size INTEGER NOT NULL DEFAULT 1,
-            feeds TEXT NOT NULL DEFAULT '[]'
+            size INTEGER NOT NULL DEFAULT 1
         );
-        INSERT INTO stories (id, founder_seq, published_at, first_seen_at, updated_at, language, size, feeds)
+        INSERT INTO stories (id, founder_seq, published_at, first_seen_at, updated_at, language, size)
             SELECT a.id, a.seq, a.published_at, a.first_seen_at, a.first_seen_at, a.language,
-                (SELECT COUNT(*) FROM articles d WHERE d.duplicate_of = a.id) + 1, json_array(a.feed_id)
+                (SELECT COUNT(*) FROM articles d WHERE d.duplicate_of = a.id) + 1
             FROM articles a WHERE a.duplicate_of IS NULL;
-        CREATE TABLE story_keys (
-            key TEXT NOT NULL, story_id TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (key, story_id)
+        -- The candidate index: a row per index key of every clustered article,
+        -- read by key within a window of published_at (cluster.py).
+        CREATE TABLE story_index (
+            key TEXT NOT NULL, at TEXT NOT NULL, seq INTEGER NOT NULL, story_id TEXT NOT NULL,
+            PRIMARY KEY (key, at, seq)
         ) WITHOUT ROWID;
-        CREATE INDEX story_keys_at ON story_keys (key, at);
-        CREATE INDEX story_keys_story ON story_keys (story_id);
+        CREATE INDEX story_index_article ON story_index (seq);
 
         DROP INDEX articles_latest;
         CREATE INDEX articles_latest ON articles (sort_at DESC, seq DESC, feed_id, story_id) WHERE visible = 1;
