@@ -16,7 +16,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
@@ -29,6 +29,7 @@ from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.model import (
     FIRST_OF_STORY,
     NO_FETCH_OPTIONS,
+    Article,
     FeedPollUpdate,
     FeedState,
     FeedStatus,
@@ -533,6 +534,25 @@ def _when(moment: datetime | None) -> str:
 
 def cluster_settings(stories: StoriesSettings) -> cluster.ClusterSettings:
     return replace(cluster.DEFAULT_SETTINGS, window=stories.window, threshold=stories.threshold)
+
+
+def profile_builder(settings: cluster.ClusterSettings) -> Callable[[Sequence[Article]], str | None]:
+    """Rebuilds a story's profile from its articles (after a hand split or join)."""
+    from aggregator.sanitize import to_text
+
+    def build(articles: Sequence[Article]) -> str | None:
+        members = [
+            cluster.Newcomer(
+                cluster.features(a.title, to_text(" ".join(p for p in (a.summary, a.content) if p)), a.language),
+                a.feed_id,
+                a.published_at or a.first_seen_at,
+            )
+            for a in articles
+        ]
+        profile = cluster.build_profile(members, settings)
+        return profile.to_json() if profile else None
+
+    return build
 
 
 def make_parser(config: Config, feed_count: int) -> ParsePool | InlineParser:

@@ -321,6 +321,13 @@ class Article:
     content_hash: str
     duplicate_of: str | None = None
     rowid: int | None = None
+    story_id: str | None = None  # its story: the output id of the story's first article
+    story_score: float | None = None  # the similarity that joined it to the story
+    story_rule: str | None = None  # why it is in its story: first, same-url, similar, manual
+    story_why: tuple[str, ...] = ()  # the terms that weighed most in story_score
+    hidden_by: str | None = None  # the filter rule that keeps it out of every output
+    held: str | None = None  # kept out of the outputs: "backfill" (a quiet first poll), "expired"
+    full_text: bool = False  # its content was extracted from the article's page
 
 
 @dataclass
@@ -389,6 +396,7 @@ class Story:
     also: list[AlsoReported] = field(default_factory=list)
     story_id: str = ""  # the story's id: its first article's output id
     size: int = 1  # articles in the story (shown or not)
+    joined_at: datetime | None = None  # when the last of the other outlets shown joined it
 
 
 @dataclass(frozen=True)

@@ -133,13 +133,16 @@ class InstanceLock:
 
     def holder(self) -> int | None:
         """The pid holding the lock, or None when nobody does."""
-        if not self.path.exists():
+        try:
+            handle = open(self.path)  # noqa: SIM115 (closed below) read-only: asking needs no write access
+        except FileNotFoundError:
             return None
-        with open(self.path, "a+") as handle:
+        except OSError:
+            return -1  # cannot tell: say "running" rather than invite a second service
+        with handle:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                handle.seek(0)
                 text = handle.read().strip()
                 return int(text) if text.isdigit() else -1
             fcntl.flock(handle, fcntl.LOCK_UN)
@@ -169,6 +172,16 @@ class PublishLoop:
     def request(self) -> None:
         self._dirty.set()
 
+    def _sources_stale(self) -> bool:
+        """The sources page waits at most SOURCES_EVERY seconds behind the feeds' states."""
+        snapshot = self.holder.get()
+        if snapshot.status_version < 0 or time.monotonic() - self.publisher.sources_built < SOURCES_EVERY:
+            return False
+        try:
+            return self.publisher.store.status_version() != snapshot.status_version
+        except Exception:
+            return False
+
     def publish_now(self) -> None:
         previous = self.holder.get()
         snapshot = self.publisher.build(previous, sources_every=SOURCES_EVERY)
@@ -193,6 +206,8 @@ class PublishLoop:
     def _run(self) -> None:
         while not self._stop.is_set():
             if not self._dirty.wait(timeout=0.5):
+                if self._sources_stale():
+                    self._dirty.set()  # feed states moved since the sources page was last drawn
                 continue
             if self._stop.wait(self.debounce):  # gather the rest of the burst
                 break
@@ -296,8 +311,10 @@ class Service:
         self.web.start()
         self.dispatcher.start()
         log.info(
-            "aggregator running (pid %d): %d active feeds, polling every %gs by default; serving on http://%s:%d/",
+            "aggregator running (pid %d, configuration %s): %d active feeds, polling every %gs by default;"
+            " serving on http://%s:%d/",
             os.getpid(),
+            self.config.path or f"none found: the defaults, in {Path.cwd()}",
             self.store.feed_health(utcnow())["active"],
             settings.polling.interval,
             settings.http.host,

@@ -20,10 +20,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import yaml
 from pydantic import BaseModel, BeforeValidator, ValidationError
 
-
-class ConfigError(Exception):
-    """A configuration problem a person must fix; the message says where and how."""
-
+from aggregator.errors import ConfigError as ConfigError
 
 # --- value types --------------------------------------------------------------
 

@@ -16,14 +16,14 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 from aggregator.config import Config
 from aggregator.model import FeedState, FeedStatus, Story, Subscription
 from aggregator.publish.atom import render_atom
-from aggregator.publish.common import FeedMeta, newest_update
+from aggregator.publish.common import FeedMeta, fit, newest_update
 from aggregator.publish.html import render_index, render_sources
 from aggregator.publish.jsonfeed import render_json
 from aggregator.publish.opml import render_opml
@@ -98,7 +98,8 @@ class Publisher:
         # path -> (fingerprint of the stories shown, rendered documents): a
         # scope whose stories did not change is not rendered again.
         self._rendered: dict[str, tuple[str, dict[str, Document]]] = {}
-        self._sources_built = float("-inf")
+        self.sources_built = float("-inf")
+        self._empty = False  # Latest has no stories: the home page shows feed states
 
     def tag_meta(self, tag: str) -> FeedMeta:
         latest = self.latest_meta
@@ -125,29 +126,48 @@ class Publisher:
             documents.update({p: d for p, d in previous.documents.items() if p not in SOURCE_PATHS})
         else:
             documents.update(self._render_stories())
-        recent = time.monotonic() - self._sources_built < sources_every
+        recent = time.monotonic() - self.sources_built < sources_every
         if previous is not None and same_content and (previous.status_version == status_version or recent):
             documents.update({p: previous.documents[p] for p in SOURCE_PATHS})
             status_version = previous.status_version
         else:
             documents.update(self._render_sources())
-            self._sources_built = time.monotonic()
+            if self._empty and same_content:
+                documents.update(self._render_stories())  # the home page says why it is empty: feed states moved
+            self.sources_built = time.monotonic()
         return Snapshot(documents, content_version, status_version)
 
     def _render_stories(self) -> dict[str, Document]:
         documents: dict[str, Document] = {}
         tags = self.store.tags()
-        latest = self.store.latest(self.entries, self.per_source)
-        documents.update(self._feed_documents(latest, self.latest_meta))
+        latest = fit(self.store.latest(self.entries, self.per_source))
+        last_poll = self.store.last_poll_at()
+        meta = replace(self.latest_meta, empty_updated=last_poll)
+        documents.update(self._feed_documents(latest, meta))
         updated = newest_update(latest) if latest else None
-        documents[""] = Document("", render_index(latest, self.latest_meta, tags), HTML, updated)
+        note = "" if latest else self._why_empty()
+        documents[""] = Document("", render_index(latest, meta, tags, empty_note=note), HTML, updated)
         for tag in tags:
-            stories = self.store.latest(self.entries, self.per_source, tag=tag)
-            documents.update(self._feed_documents(stories, self.tag_meta(tag)))
+            stories = fit(self.store.latest(self.entries, self.per_source, tag=tag))
+            documents.update(self._feed_documents(stories, replace(self.tag_meta(tag), empty_updated=last_poll)))
+        self._empty = not latest
         return documents
 
+    def _why_empty(self) -> str:
+        """What the home page says when there is nothing to show yet, and why."""
+        feeds = [f for f in self.store.feeds() if f.status is FeedStatus.ACTIVE]
+        if not feeds:
+            return "No feeds are subscribed yet: add some to feeds/ (see the README) or run `aggregator feeds add URL`."
+        failing = sum(1 for f in feeds if f.error_count)
+        waiting = sum(1 for f in feeds if f.last_fetch_at is None)
+        if failing:
+            return f"{failing} of {len(feeds)} feeds failing: see Sources."
+        if waiting:
+            return f"{waiting} of {len(feeds)} feeds not polled yet."
+        return f"The {len(feeds)} feeds have no stories to show yet."
+
     def _feed_documents(self, stories: list[Story], meta: FeedMeta) -> dict[str, Document]:
-        fingerprint = _fingerprint(stories)
+        fingerprint = _fingerprint(stories, meta)
         cached = self._rendered.get(meta.path)
         if cached is not None and cached[0] == fingerprint:
             return cached[1]
@@ -174,9 +194,9 @@ class Publisher:
         }
 
 
-def _fingerprint(stories: list[Story]) -> str:
+def _fingerprint(stories: list[Story], meta: FeedMeta) -> str:
     """Everything about the stories a feed document shows, in one hash."""
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(repr(meta).encode())
     for story in stories:
         a, source = story.article, story.source
         digest.update(
@@ -193,6 +213,9 @@ def _fingerprint(stories: list[Story]) -> str:
                     source.site_url,
                     source.updated_at,
                     [(o.source.title, o.url, o.title) for o in story.also],
+                    story.story_id,
+                    story.size,
+                    story.joined_at,
                 )
             ).encode()
         )

@@ -29,7 +29,7 @@ def render_atom(stories: Sequence[Story], meta: FeedMeta) -> bytes:
         f'<link rel="self" type="application/atom+xml" href="{attr(meta.url(".atom"))}"/>',
         f'<link rel="alternate" type="text/html" href="{attr(meta.home_url)}"/>',
         f'<generator uri="{attr(GENERATOR_URI)}" version="{attr(GENERATOR_VERSION)}">{GENERATOR}</generator>',
-        f"<updated>{rfc3339(newest_update(stories))}</updated>",
+        f"<updated>{rfc3339(newest_update(stories, meta.empty_updated))}</updated>",
     ]
     for story in stories:
         out.append(_entry(story))
@@ -81,6 +81,9 @@ def _entry(story: Story) -> str:
     elif not a.url:
         # RFC 4287 4.1.1: an entry without an alternate link must have content.
         parts.append(f'<content type="text">{text(a.title)}</content>')
+    else:
+        # No text at all: its title stands in, so no reader shows an empty entry.
+        parts.append(f'<summary type="text">{text(a.title)}</summary>')
     parts.append(_source(story))
     parts.append("</entry>")
     return "\n".join(parts)

@@ -70,7 +70,7 @@ def _nav(meta: FeedMeta, tags: Sequence[str]) -> str:
     return f"<nav>{' '.join(links)}</nav>" + (f'<p class="meta">Tags: {tag_links}</p>' if tags else "")
 
 
-def render_index(stories: Sequence[Story], meta: FeedMeta, tags: Sequence[str] = ()) -> bytes:
+def render_index(stories: Sequence[Story], meta: FeedMeta, tags: Sequence[str] = (), empty_note: str = "") -> bytes:
     items = []
     for story in stories:
         a = story.article
@@ -87,7 +87,8 @@ def render_index(stories: Sequence[Story], meta: FeedMeta, tags: Sequence[str] =
             names = ", ".join(
                 f'<a href="{_e(o.url)}">{_e(o.source.title)}</a>' if o.url else _e(o.source.title) for o in story.also
             )
-            also = f'<p class="also">Also reported by {names}</p>'
+            outlets = len(story.also) + 1
+            also = f'<p class="also">Also reported by {names} ({outlets} outlets)</p>'
         source = story.source
         source_html = f'<a href="{_e(source.site_url)}">{_e(source.title)}</a>' if source.site_url else _e(source.title)
         items.append(
@@ -98,7 +99,7 @@ def render_index(stories: Sequence[Story], meta: FeedMeta, tags: Sequence[str] =
         )
     body = (
         f'<header><h1>{_e(meta.title)}</h1><p class="meta">{_e(meta.subtitle)}</p>{_nav(meta, tags)}</header>\n'
-        f"<main>\n{''.join(items) or '<p>No stories yet.</p>'}</main>\n"
+        f"<main>\n{''.join(items) or f'<p>No stories yet. {_e(empty_note)}</p>'}</main>\n"
     )
     return _page(meta.title, _discovery_links(meta), body, meta.language)
 

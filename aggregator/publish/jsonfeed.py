@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aggregator.model import Story
-from aggregator.publish.common import FeedMeta, body_html, entry_published, rfc3339
+from aggregator.publish.common import FeedMeta, body_html, entry_published, entry_updated, rfc3339
 from aggregator.sanitize import strip_control, to_text
 
 
@@ -39,8 +39,8 @@ def _item(story: Story) -> dict[str, Any]:
     if a.image:
         item["image"] = a.image
     item["date_published"] = rfc3339(entry_published(story))
-    if a.updated_at:
-        item["date_modified"] = rfc3339(a.updated_at)
+    if a.updated_at or story.joined_at:
+        item["date_modified"] = rfc3339(entry_updated(story))
     authors = [{k: v for k, v in (("name", x.name or x.email), ("url", x.url)) if v} for x in a.authors]
     if authors:
         item["authors"] = authors
@@ -61,8 +61,10 @@ def _item(story: Story) -> dict[str, Any]:
         ]
     source = story.source
     item["_source"] = {"title": source.title, "feed_url": source.feed_url, "home_page_url": source.site_url}
-    if story.also:
-        item["_source"]["also_reported_by"] = [
-            {"title": o.source.title, "feed_url": o.source.feed_url, "url": o.url} for o in story.also
-        ]
+    # The story this entry stands for: every outlet that reported it (DESIGN §4.6).
+    item["_story"] = {
+        "id": story.story_id or a.id,
+        "size": story.size,
+        "related": [{"url": o.url, "title": strip_control(o.title), "source": o.source.title} for o in story.also],
+    }
     return item

@@ -9,6 +9,7 @@ from aggregator.publish.common import (
     GENERATOR,
     GENERATOR_VERSION,
     FeedMeta,
+    also_reported_html,
     body_html,
     entry_published,
     newest_update,
@@ -28,8 +29,9 @@ def render_rss(stories: Sequence[Story], meta: FeedMeta) -> bytes:
         f"<description>{text(meta.subtitle)}</description>",
         f'<atom:link rel="self" type="application/rss+xml" href="{attr(meta.url(".rss"))}"/>',
         f"<generator>{GENERATOR} {GENERATOR_VERSION}</generator>",
-        f"<lastBuildDate>{rfc822(newest_update(stories))}</lastBuildDate>",
     ]
+    if stories or meta.empty_updated:
+        out.append(f"<lastBuildDate>{rfc822(newest_update(stories, meta.empty_updated))}</lastBuildDate>")
     if meta.language:
         out.append(f"<language>{text(meta.language)}</language>")
     out.extend(_item(story) for story in stories)
@@ -58,7 +60,7 @@ def _item(story: Story) -> str:
             f'<enclosure url="{attr(first.url)}" length="{first.length or 0}" '
             f'type="{attr(first.type or "application/octet-stream")}"/>'
         )
-    description = a.summary or a.content
+    description = (a.summary or a.content or "") + also_reported_html(story)
     if description:
         parts.append(f"<description>{text(description)}</description>")
     body = body_html(story)

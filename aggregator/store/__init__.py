@@ -11,8 +11,9 @@ from pathlib import Path
 
 from aggregator.store.articles import IngestTransaction
 from aggregator.store.base import RetentionResult, StoreError, SyncResult
-from aggregator.store.maintenance import MaintenanceMixin as Store
 from aggregator.store.sqlite import SQLiteStore, check_database_path
+from aggregator.store.stories import StoriesMixin as Store
+from aggregator.store.stories import StoryMember, StoryView
 
 __all__ = [
     "IngestTransaction",
@@ -20,6 +21,8 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "StoreError",
+    "StoryMember",
+    "StoryView",
     "SyncResult",
     "check_database_path",
     "is_postgres_url",

@@ -26,8 +26,7 @@ from aggregator.model import Article, Author, Enclosure, FeedState, FeedStatus, 
 SMALL_SCOPE = 200  # Latest of at most this many feeds is read feed by feed
 
 
-class StoreError(Exception):
-    """The database cannot be used; the message says why and what to do."""
+from aggregator.errors import StoreError as StoreError  # noqa: E402  (re-exported for the engines)
 
 
 class Row(Protocol):
@@ -213,6 +212,13 @@ def article_from_row(r: Row) -> Article:
         content_hash=r["content_hash"],
         duplicate_of=r["duplicate_of"],
         rowid=r["seq"],
+        story_id=r["story_id"],
+        story_score=r["story_score"],
+        story_rule=r["story_rule"],
+        story_why=tuple(json.loads(r["story_why"] or "[]")),
+        hidden_by=r["hidden_by"],
+        held=r["held"],
+        full_text=bool(r["full_text"]),
     )
 
 

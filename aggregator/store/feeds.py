@@ -178,6 +178,11 @@ class FeedsMixin(StoreBase):
         rows = self._read("SELECT MIN(next_poll_at) FROM feeds WHERE status = 'active'")
         return from_iso(rows[0][0]) if rows else None
 
+    def last_poll_at(self) -> datetime | None:
+        """When any feed was last fetched (an empty output's updated time)."""
+        rows = self._read("SELECT MAX(last_fetch_at) FROM feeds")
+        return from_iso(rows[0][0]) if rows else None
+
     def feed_health(self, now: datetime) -> dict[str, int]:
         row = self._read(
             "SELECT SUM(CASE WHEN status = 'active' AND next_poll_at <= ? THEN 1 ELSE 0 END),"

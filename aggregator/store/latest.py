@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
-from aggregator.model import AlsoReported, Story
+from aggregator.model import AlsoReported, Story, from_iso
 from aggregator.store.articles import ArticlesMixin
 from aggregator.store.base import SMALL_SCOPE, article_from_row, chunks, marks, source_of
 
@@ -146,18 +146,19 @@ class LatestMixin(ArticlesMixin):
         seqs = [m.seq for m in picked]
         rows = {r["seq"]: r for part in chunks(seqs) for r in self._read(
             f"SELECT * FROM articles WHERE seq IN ({marks(part)})", part)}  # fmt: skip
-        others: dict[str, list[tuple[int, str, str | None, str]]] = {}
+        others: dict[str, list[tuple[int, str, str | None, str, str]]] = {}
         sizes: dict[str, int] = {}
         story_ids = [m.story_id for m in picked]
         for part in chunks(story_ids):
             for r in self._read(
-                f"SELECT seq, story_id, feed_id, url, title, visible FROM articles{self._hint('articles_story')}"
+                "SELECT seq, story_id, feed_id, url, title, visible, first_seen_at"
+                f" FROM articles{self._hint('articles_story')}"
                 f" WHERE story_id IN ({marks(part)}) ORDER BY seq",
                 part,
             ):
                 sizes[r[1]] = sizes.get(r[1], 0) + 1
                 if r[5] and r[0] not in rows:
-                    others.setdefault(r[1], []).append((r[0], r[2], r[3], r[4]))
+                    others.setdefault(r[1], []).append((r[0], r[2], r[3], r[4], r[6]))
         feed_ids = {r["feed_id"] for r in rows.values()} | {o[1] for group in others.values() for o in group}
         feeds = self.feeds_by_id(feed_ids)
         stories = []
@@ -167,12 +168,14 @@ class LatestMixin(ArticlesMixin):
             if row is None or feed is None:
                 continue
             also: list[AlsoReported] = []
-            for _seq, other_feed, url, title in others.get(member.story_id, []):
+            joined: str | None = None
+            for _seq, other_feed, url, title, first_seen in others.get(member.story_id, []):
                 source = feeds.get(other_feed)
                 # One line per other outlet, and never the story's own feed again.
                 if source is None or other_feed == member.feed_id or any(a.source.feed_id == other_feed for a in also):
                     continue
                 also.append(AlsoReported(source_of(source), url, title))
+                joined = max(joined or first_seen, first_seen)
                 if len(also) >= MAX_RELATED:
                     break
             stories.append(
@@ -182,6 +185,7 @@ class LatestMixin(ArticlesMixin):
                     also=also,
                     story_id=member.story_id,
                     size=sizes.get(member.story_id, 1),
+                    joined_at=from_iso(joined),
                 )
             )
         return stories

@@ -26,7 +26,7 @@ from sqlite_utils import Migrations
 from aggregator.hostslots import FileHostSlots, HostSlots
 from aggregator.model import Article
 from aggregator.store.base import Conn, Row, StoreError, article_from_row, chunks, marks
-from aggregator.store.maintenance import MaintenanceMixin
+from aggregator.store.stories import StoriesMixin
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,7 @@ def m004_stories_filters_and_plain_text_search(db: sqlite_utils.Database) -> Non
             SELECT a.id, a.seq, a.published_at, a.first_seen_at, a.first_seen_at, a.language,
                 (SELECT COUNT(*) FROM articles d WHERE d.duplicate_of = a.id) + 1
             FROM articles a WHERE a.duplicate_of IS NULL;
+        CREATE INDEX stories_published ON stories (published_at);
         -- The candidate index: a row per index key of every clustered article,
         -- read by key within a window of published_at (cluster.py).
         CREATE TABLE story_index (
@@ -276,7 +277,7 @@ def damaged(path: Path, exc: BaseException) -> StoreError:
     )
 
 
-class SQLiteStore(MaintenanceMixin):
+class SQLiteStore(StoriesMixin):
     """The store in one SQLite file (the default)."""
 
     def __init__(self, path: str | Path, readonly: bool = False):
