@@ -154,14 +154,16 @@ def feed_changes(
         feed.publish_interval,
     )
     if parsed is not None:
-        title, site_url = parsed.title or feed.title, parsed.site_url or feed.site_url
-        self_url, language, updated_at, ttl, last_parsed_at = (
-            parsed.self_url,
+        # Capped here, so no document can make the database (or an output) carry a 10 MB title.
+        title = _capped(parsed.title, MAX_FEED_TITLE) or feed.title
+        site_url = _bounded_url(parsed.site_url) or feed.site_url
+        self_url, language, updated_at, ttl = (
+            _bounded_url(parsed.self_url),
             parsed.language,
             parsed.updated_at,
             parsed.ttl,
-            now,
         )
+        last_parsed_at = now
         publish_interval = estimate_publish_interval(e.published_at for e in parsed.entries) or publish_interval
     url, redirect_url, redirect_seen = _redirect_changes(feed, fetch, failed)
     status = None
@@ -198,6 +200,19 @@ def feed_changes(
         last_new_at=now if counts.new else feed.last_new_at,
         visible=(title, site_url, url) != (feed.title, feed.site_url, feed.url) or status is not None,
     )
+
+
+MAX_FEED_TITLE = 300
+MAX_URL = 2000
+
+
+def _capped(text: str | None, limit: int) -> str | None:
+    return text if text is None or len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _bounded_url(url: str | None) -> str | None:
+    """A URL too long to be real is dropped rather than cut into a wrong one."""
+    return url if url is None or len(url) <= MAX_URL else None
 
 
 def _validators(feed: FeedState, fetch: FetchResult, body_hash: str | None) -> tuple[str | None, str | None]:

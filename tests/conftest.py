@@ -58,6 +58,7 @@ class Workspace:
             "stories": {"enabled": False},
         }
         self._store: Store | None = None
+        self.subscriptions: list[Any] = []
         self.write_config()
 
     @property
@@ -92,9 +93,12 @@ class Workspace:
         subs = load_subscriptions(self.config().feeds_dir)
         assert not subs.errors, subs.errors
         self.store.sync_subscriptions(subs.feeds, utcnow())
+        self.subscriptions = subs.feeds
 
     def poller(self, **kwargs: Any) -> Poller:
-        return Poller(self.store, self.config(), parser=kwargs.pop("parser", InlineParser()), **kwargs)
+        poller = Poller(self.store, self.config(), parser=kwargs.pop("parser", InlineParser()), **kwargs)
+        poller.set_subscriptions(self.subscriptions)  # credentials and headers, as the commands do
+        return poller
 
     def poll_all(self, **kwargs: Any) -> list[PollReport]:
         """Sync feeds/ and poll every active feed once (in-process)."""

@@ -100,7 +100,7 @@ MAX_SUMMARY = 20_000
 MAX_DOCUMENT = 10 * 1000**2  # bytes an output document aims to stay under (one entry's worth over at most)
 
 
-def _short(value: str | None, limit: int) -> str | None:
+def shorten(value: str | None, limit: int) -> str | None:
     if value is None or len(value) <= limit:
         return value
     return value[: limit - 1].rstrip() + "…"
@@ -121,7 +121,7 @@ def _html(value: str | None, limit: int, base: str | None) -> str | None:
 def _source(source: Source) -> Source:
     return replace(
         source,
-        title=_short(source.title, MAX_SOURCE_TITLE) or "",
+        title=shorten(source.title, MAX_SOURCE_TITLE) or "",
         feed_url=_url(source.feed_url) or "",
         site_url=_url(source.site_url),
     )
@@ -132,22 +132,23 @@ def bound(story: Story) -> Story:
     a = story.article
     article = replace(
         a,
-        title=_short(a.title, MAX_TITLE) or "",
+        title=shorten(a.title, MAX_TITLE) or "",
         url=_url(a.url),
         image=_url(a.image),
         summary=_html(a.summary, MAX_SUMMARY, a.url),
         content=_html(a.content, MAX_BODY, a.url),
         authors=tuple(
-            Author(_short(x.name, MAX_NAME), _short(x.email, MAX_NAME), _url(x.url)) for x in a.authors[:MAX_CATEGORIES]
+            Author(shorten(x.name, MAX_NAME), shorten(x.email, MAX_NAME), _url(x.url))
+            for x in a.authors[:MAX_CATEGORIES]
         ),
-        categories=tuple(c for c in (_short(c, MAX_CATEGORY) for c in a.categories[:MAX_CATEGORIES]) if c),
+        categories=tuple(c for c in (shorten(c, MAX_CATEGORY) for c in a.categories[:MAX_CATEGORIES]) if c),
         enclosures=tuple(
-            Enclosure(e.url, _short(e.type, MAX_TYPE), e.length)
+            Enclosure(e.url, shorten(e.type, MAX_TYPE), e.length)
             for e in a.enclosures[:MAX_ENCLOSURES]
             if _url(e.url) is not None
         ),
     )
-    also = [AlsoReported(_source(o.source), _url(o.url), _short(o.title, MAX_TITLE) or "") for o in story.also]
+    also = [AlsoReported(_source(o.source), _url(o.url), shorten(o.title, MAX_TITLE) or "") for o in story.also]
     return replace(story, article=article, source=_source(story.source), also=also)
 
 

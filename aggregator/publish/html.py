@@ -9,7 +9,7 @@ from html import escape
 from urllib.parse import quote
 
 from aggregator.model import FeedState, Story
-from aggregator.publish.common import GENERATOR, GENERATOR_VERSION, FeedMeta, entry_published, rfc3339
+from aggregator.publish.common import GENERATOR, GENERATOR_VERSION, FeedMeta, entry_published, rfc3339, shorten
 from aggregator.sanitize import strip_control, to_text
 from aggregator.urls import absolute
 
@@ -114,7 +114,7 @@ def render_sources(feeds: Sequence[FeedState], meta: FeedMeta) -> bytes:
         site = f' (<a href="{_e(feed.site_url)}">site</a>)' if feed.site_url else ""
         last = feed.last_fetch_at.strftime("%Y-%m-%d %H:%M") if feed.last_fetch_at else "-"
         rows.append(
-            f'<tr><td><a href="{_e(feed.url)}">{_e(feed.display_title)}</a>{site}</td>'
+            f'<tr><td><a href="{_e(feed.url)}">{_e(shorten(feed.display_title, 200))}</a>{site}</td>'
             f"<td>{_e(', '.join(feed.tags))}</td>"
             f"<td>{_e(status)}{error}</td><td>{_e(last)}</td><td>{feed.article_count}</td></tr>\n"
         )

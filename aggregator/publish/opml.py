@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aggregator.model import Subscription
+from aggregator.publish.common import MAX_SOURCE_TITLE, shorten
 from aggregator.publish.xmlutil import attr, text
 
 
@@ -29,7 +30,7 @@ def render_opml(
     ]
 
     def outline(sub: Subscription, indent: str) -> str:
-        name = sub.title or titles.get(sub.feed_id) or sub.url
+        name = shorten(sub.title or titles.get(sub.feed_id), MAX_SOURCE_TITLE) or sub.url
         parts = [f'type="rss" text="{attr(name)}" title="{attr(name)}" xmlUrl="{attr(sub.url)}"']
         if site_urls.get(sub.feed_id):
             parts.append(f'htmlUrl="{attr(site_urls[sub.feed_id])}"')
