@@ -368,6 +368,8 @@ class Poller:
         now: datetime,
     ) -> None:
         with self.store.ingest(feed.id) as tx:
+            # feeds/ may have changed the interval while this poll ran (a reload): the next poll follows the new one.
+            feed = replace(feed, interval=tx.current_interval())
             if parsed is not None:
                 plan = self._plan(tx, feed, parsed, now)
                 tx.apply(plan, self._stories(tx, feed, plan), now)

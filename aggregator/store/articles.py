@@ -214,5 +214,9 @@ class IngestTransaction:
             )
         return out
 
+    def current_interval(self) -> float | None:
+        row = self.conn.execute("SELECT interval FROM feeds WHERE id = ?", (self.feed_id,)).fetchone()
+        return float(row[0]) if row is not None and row[0] is not None else None
+
     def write_feed(self, update: FeedPollUpdate) -> None:
         self.store.write_poll(self.conn, self.feed_id, update)

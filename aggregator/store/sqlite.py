@@ -268,6 +268,13 @@ def _backups_hint(path: Path) -> str:
     return f"the latest one the migrations made is {backups[-1]}" if backups else "none was made here"
 
 
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    text = str(exc).lower()
+    return not isinstance(exc, sqlite3.OperationalError) or any(
+        word in text for word in ("malformed", "not a database", "disk image", "corrupt")
+    )
+
+
 def damaged(path: Path, exc: BaseException) -> StoreError:
     """The message for a database SQLite cannot read: what happened and the way out."""
     return StoreError(
@@ -291,7 +298,9 @@ class SQLiteStore(StoriesMixin):
             self._wconn.row_factory = sqlite3.Row
             self._quick_check()
         except sqlite3.DatabaseError as exc:
-            raise damaged(self.path, exc) from None
+            if _is_damage(exc):
+                raise damaged(self.path, exc) from None
+            raise StoreError(f"{self.path}: cannot open the database: {exc}") from None
         self._write_lock = threading.RLock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -300,14 +309,31 @@ class SQLiteStore(StoriesMixin):
 
     def _open_writer(self) -> sqlite3.Connection:
         if self.readonly:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            return conn
+            return self._open_readonly()
         conn = _connect(self.path)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             log.warning("%s: could not switch to WAL mode (%s)", self.path, mode)
         return conn
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """For a user who may read the file but not write it or its directory.
+        A WAL database needs its shared-memory file for an ordinary read-only
+        open; without one, it is read as it is on disk (immutable), which is
+        everything committed once the writer has checkpointed."""
+        for options in ("mode=ro", "mode=ro&immutable=1"):
+            conn = sqlite3.connect(
+                f"file:{self.path}?{options}", uri=True, isolation_level=None, check_same_thread=False
+            )
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+                return conn
+            except sqlite3.OperationalError:
+                conn.close()
+                if "immutable" in options:
+                    raise
+        raise AssertionError("unreachable")
 
     def _quick_check(self) -> None:
         """Read the schema and the first page of each table: a damaged file
@@ -352,10 +378,7 @@ class SQLiteStore(StoriesMixin):
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            if self.readonly:
-                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
-            else:
-                conn = _connect(self.path)
+            conn = self._open_readonly() if self.readonly else _connect(self.path)
             conn.row_factory = sqlite3.Row
             # Readers are many (a connection per thread) and their reads are
             # index lookups: a small page cache each keeps memory flat.
@@ -369,7 +392,7 @@ class SQLiteStore(StoriesMixin):
         try:
             return self._reader().execute(sql, params).fetchall()
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "malformed" not in str(exc):
+            if not _is_damage(exc):
                 raise
             raise damaged(self.path, exc) from None
 
