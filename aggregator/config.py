@@ -5,14 +5,26 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from aggregator import PROJECT_URL, __version__
+from aggregator.filters import RuleSet, compile_rules
+from aggregator.query import Query
+from aggregator.query import parse as parse_query
 from aggregator.validation import (
     ConfigError,
     Count,
@@ -20,6 +32,7 @@ from aggregator.validation import (
     HeaderValue,
     HttpUrl,
     Interval,
+    as_tag,
     duration,
     format_errors,
     integer,
@@ -158,6 +171,50 @@ class StoriesSettings(_Section):
     threshold: Annotated[float, BeforeValidator(number(0.05, 1))] = 0.22
 
 
+def _rules(scope: str) -> Any:
+    def check(value: Any) -> RuleSet:
+        if isinstance(value, RuleSet):
+            return value
+        return compile_rules(value, scope)
+
+    return PlainValidator(check)
+
+
+def _query(value: Any) -> Query:
+    if isinstance(value, Query):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a search query like 'Kurdistan OR Erbil -football', got {value!r}")
+    return parse_query(value)
+
+
+_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def _slug(value: Any) -> str:
+    if not isinstance(value, str) or not _SLUG.fullmatch(value):
+        raise ValueError(f"expected a name of lower-case letters, digits, - and _ (it becomes a URL), got {value!r}")
+    return value
+
+
+class TagSettings(_Section):
+    """Settings of one tag of the subscriptions (`tags: {world: {filters: ...}}`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    filters: Annotated[RuleSet, _rules("tag")] = RuleSet("tag")
+
+
+class SearchSettings(_Section):
+    """A saved search, published as a feed of its own: /search/<name>.atom, .rss, .json, .html."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    name: Annotated[str, BeforeValidator(_slug)]
+    query: Annotated[Query, PlainValidator(_query)]
+    title: Annotated[str, BeforeValidator(text(200))] | None = None
+    tags: list[Annotated[str, BeforeValidator(as_tag)]] = Field(default_factory=list)
+    filters: Annotated[RuleSet, _rules("search")] = RuleSet("search")
+
+
 class Settings(_Section):
     database: Annotated[str, BeforeValidator(text(2000))] = "aggregator.db"
     feeds_dir: Annotated[str, BeforeValidator(text(1000))] = "feeds"
@@ -167,6 +224,23 @@ class Settings(_Section):
     retention: RetentionSettings = RetentionSettings()
     logging: LoggingSettings = LoggingSettings()
     stories: StoriesSettings = StoriesSettings()
+    filters: Annotated[RuleSet, _rules("everything")] = RuleSet("everything")
+    tags: dict[Annotated[str, BeforeValidator(as_tag)], TagSettings] = Field(default_factory=dict)
+    searches: list[SearchSettings] = Field(default_factory=list)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    @model_validator(mode="after")
+    def _scopes(self) -> Settings:
+        """Rule sets know their scope (for `hidden_by`); search names are unique."""
+        names = [s.name for s in self.searches]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"searches: the name {duplicated[0]!r} is used twice")
+        return self
+
+    def tag_rules(self) -> dict[str, RuleSet]:
+        return {tag: replace(s.filters, scope=f"tag:{tag}") for tag, s in self.tags.items() if s.filters}
 
 
 @dataclass(frozen=True)

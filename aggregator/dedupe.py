@@ -68,6 +68,7 @@ class Update:
     ref: StoredRef
     entry: ParsedEntry
     updated_at: datetime
+    hidden_by: str | None = None  # the filter rule that hides it (decided again on every edit)
 
 
 @dataclass(frozen=True)

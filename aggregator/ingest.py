@@ -23,7 +23,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from aggregator import cluster, dedupe
+from aggregator import cluster, dedupe, filters
 from aggregator.config import Config, StoriesSettings, id_authority
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.model import (
@@ -277,6 +277,8 @@ class Poller:
         self.clock = clock
         self.aborted = threading.Event()  # shutdown gave up on fetches in flight
         self.fetch_options: dict[str, FetchOptions] = {}  # feed id -> credentials and headers (set_subscriptions)
+        self.feed_rules: dict[str, filters.RuleSet] = {}  # feed id -> its own filters (set_subscriptions)
+        self.tag_rules = settings.tag_rules()
         self._fallback_floor: datetime | None = None  # undated entries get dates below this (see _plan)
 
     def abort_fetches(self) -> None:
@@ -292,13 +294,17 @@ class Poller:
         self.timing = Timing.from_settings(settings.polling)
         self.authority = id_authority(settings.http.public_base_url)
         self.cluster_settings = cluster_settings(settings.stories)
+        self.tag_rules = settings.tag_rules()
         limits = FetchLimits.from_settings(settings.polling)
         if limits != self.fetcher.limits:
             self.fetcher = Fetcher(limits, self.store.host_slots())  # the old one's connections just time out
 
     def set_subscriptions(self, subs: Iterable[Subscription]) -> None:
-        """What only the fetcher may see of each feed (credentials, headers), from feeds/."""
+        """What feeds/ says about each feed beyond what the store keeps: what only
+        the fetcher may see (credentials, headers), and the feed's own filters."""
+        subs = list(subs)
         self.fetch_options = {s.feed_id: s.fetch for s in subs if not s.fetch.empty}
+        self.feed_rules = {s.feed_id: s.filters for s in subs if s.filters}
 
     def close(self) -> None:
         self.fetcher.close()
@@ -408,7 +414,16 @@ class Poller:
         )
         if undated:
             self._fallback_floor = start - timedelta(seconds=len(parsed.entries))
+        rules = self._rules_for(feed)
+        if rules:
+            hide, subject = filters.hidden_by, filters.subject_of
+            plan.inserts = [replace(i, hidden_by=hide(subject(i.entry, i.entry.text), rules)) for i in plan.inserts]
+            plan.updates = [replace(u, hidden_by=hide(subject(u.entry, u.entry.text), rules)) for u in plan.updates]
         return plan
+
+    def _rules_for(self, feed: FeedState) -> list[filters.RuleSet]:
+        settings = self.config.settings
+        return filters.applicable(settings.filters, self.tag_rules, self.feed_rules.get(feed.id), feed.tags)
 
     def _stories(self, tx: IngestTransaction, feed: FeedState, plan: dedupe.Plan) -> list[StoryPlan]:
         """Where each new article goes (DESIGN §4.6): an exact duplicate joins

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import overload
 
+from aggregator.filters import RuleSet
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -91,6 +93,7 @@ class Subscription:
     full_text: bool = False  # fetch each new article's page for its full text
     backfill: int | None = None  # at most this many entries of the first poll reach the outputs
     fetch: FetchOptions = field(default=NO_FETCH_OPTIONS, compare=False)
+    filters: RuleSet | None = field(default=None, compare=False)  # this feed's own block/keep rules
 
     @property
     def source_file(self) -> str:

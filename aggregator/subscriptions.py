@@ -9,15 +9,16 @@ import contextlib
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainValidator, ValidationError, field_validator
 
 from aggregator.config import PollingSettings
+from aggregator.filters import RuleSet, compile_rules
 from aggregator.model import FetchOptions, Subscription
 from aggregator.urls import canonical_url
 from aggregator.validation import (
@@ -40,7 +41,6 @@ from aggregator.validation import (
 
 # --- subscriptions ----------------------------------------------------------------
 
-FEED_KEYS = ("url", "title", "tags", "interval", "enabled", "cluster", "full_text", "backfill", "user_agent", "headers")
 MAX_TAGS = 50
 MAX_HEADERS = 20
 
@@ -53,8 +53,12 @@ def _tag_list(value: Any) -> Any:
     return value
 
 
+def _feed_rules(value: Any) -> RuleSet:
+    return value if isinstance(value, RuleSet) else compile_rules(value, "feed")
+
+
 class _FeedEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
     url: HttpUrl
     title: Annotated[str, BeforeValidator(text(300))] | None = None
     tags: Annotated[list[Tag], BeforeValidator(_tag_list)] = []
@@ -65,6 +69,7 @@ class _FeedEntry(BaseModel):
     backfill: Annotated[int, BeforeValidator(integer(0, 10000))] | None = None
     user_agent: HeaderValue | None = None
     headers: dict[HeaderName, HeaderValue] = {}
+    filters: Annotated[RuleSet, PlainValidator(_feed_rules)] = RuleSet("feed")
 
     @field_validator("headers", mode="before")
     @classmethod
@@ -131,6 +136,7 @@ def _subscription(entry: _FeedEntry, tags: Iterable[str], interval: float | None
         full_text=entry.full_text,
         backfill=entry.backfill,
         fetch=options,
+        filters=replace(entry.filters, scope=f"feed:{url}") if entry.filters else None,
     )
 
 
@@ -305,6 +311,7 @@ def load_subscriptions(feeds_dir: Path, previous: Subscriptions | None = None) -
                 full_text=first.full_text,
                 backfill=first.backfill,
                 fetch=first.fetch if not first.fetch.empty else sub.fetch,
+                filters=first.filters or sub.filters,
             )
     result.feeds = list(by_id.values())
     return result

@@ -33,4 +33,4 @@ def main() -> None:
 
 
 # The commands register themselves on `main` (imported for that, last).
-from aggregator.cli import articles, db, feeds, polling, service  # noqa: E402, F401
+from aggregator.cli import articles, controls, db, feeds, polling, service  # noqa: E402, F401

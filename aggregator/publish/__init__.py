@@ -15,15 +15,16 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
-from aggregator.config import Config
+from aggregator.config import Config, SearchSettings
+from aggregator.filters import hidden_by, subject_of
 from aggregator.model import FeedState, FeedStatus, Story, Subscription
 from aggregator.publish.atom import render_atom
-from aggregator.publish.common import FeedMeta, fit, newest_update
+from aggregator.publish.common import FeedMeta, fit, newest_update, plain_text
 from aggregator.publish.html import render_index, render_sources
 from aggregator.publish.jsonfeed import render_json
 from aggregator.publish.opml import render_opml
@@ -137,11 +138,23 @@ class Publisher:
             self.sources_built = time.monotonic()
         return Snapshot(documents, content_version, status_version)
 
+    def search_meta(self, search: SearchSettings) -> FeedMeta:
+        latest = self.latest_meta
+        return FeedMeta(
+            title=search.title or f"{latest.title}: {search.name}",
+            subtitle=f"Stories matching: {search.query.text}",
+            id=f"{latest.id}/search/{search.name}",
+            base_url=self.base_url,
+            path=f"search/{search.name}",
+        )
+
     def _render_stories(self) -> dict[str, Document]:
+        """Every scope's stories in every format: Latest (whose HTML page is
+        the home page), each tag, each saved search."""
         documents: dict[str, Document] = {}
         tags = self.store.tags()
-        latest = fit(self.store.latest(self.entries, self.per_source))
         last_poll = self.store.last_poll_at()
+        latest = fit(self.store.latest(self.entries, self.per_source))
         meta = replace(self.latest_meta, empty_updated=last_poll)
         documents.update(self._feed_documents(latest, meta))
         updated = newest_update(latest) if latest else None
@@ -149,9 +162,31 @@ class Publisher:
         documents[""] = Document("", render_index(latest, meta, tags, empty_note=note), HTML, updated)
         for tag in tags:
             stories = fit(self.store.latest(self.entries, self.per_source, tag=tag))
-            documents.update(self._feed_documents(stories, replace(self.tag_meta(tag), empty_updated=last_poll)))
+            documents.update(self._feed_documents(stories, replace(self.tag_meta(tag), empty_updated=last_poll), tags))
+        for search in self.config.settings.searches:
+            stories = fit(self.store.latest(self.entries, self.per_source, seqs=self._matches(search)))
+            documents.update(
+                self._feed_documents(stories, replace(self.search_meta(search), empty_updated=last_poll), tags)
+            )
         self._empty = not latest
         return documents
+
+    def _matches(self, search: SearchSettings) -> list[int]:
+        """The newest articles a saved search shows: its query, its tags, its own filters."""
+        seqs = self.store.search_seqs(search.query, limit=self.entries * 5)
+        if search.tags:
+            feeds = set().union(*(self.store.feed_ids_with_tag(t) for t in search.tags))
+            seqs = [
+                seq for seq, (a, _) in zip(seqs, self.store.articles_by_seq(seqs), strict=False) if a.feed_id in feeds
+            ]
+        if search.filters:
+            rules = [replace(search.filters, scope=f"search:{search.name}")]
+            seqs = [
+                a.rowid
+                for a, _ in self.store.articles_by_seq(seqs)
+                if a.rowid is not None and hidden_by(subject_of(a, plain_text(a)), rules) is None
+            ]
+        return seqs
 
     def _why_empty(self) -> str:
         """What the home page says when there is nothing to show yet, and why."""
@@ -166,8 +201,11 @@ class Publisher:
             return f"{waiting} of {len(feeds)} feeds not polled yet."
         return f"The {len(feeds)} feeds have no stories to show yet."
 
-    def _feed_documents(self, stories: list[Story], meta: FeedMeta) -> dict[str, Document]:
-        fingerprint = _fingerprint(stories, meta)
+    def _feed_documents(
+        self, stories: list[Story], meta: FeedMeta, tags: Sequence[str] | None = None
+    ) -> dict[str, Document]:
+        """The scope's feeds (and, with ``tags``, its HTML page), rendered only when its stories changed."""
+        fingerprint = _fingerprint(stories, meta) + ("|html:" + ",".join(tags) if tags is not None else "")
         cached = self._rendered.get(meta.path)
         if cached is not None and cached[0] == fingerprint:
             return cached[1]
@@ -176,6 +214,9 @@ class Publisher:
         for suffix, (content_type, render) in FORMATS.items():
             path = meta.path + suffix
             out[path] = Document(path, render(stories, meta), content_type, updated)
+        if tags is not None:
+            page = meta.path + ".html"
+            out[page] = Document(page, render_index(stories, meta, tags), HTML, updated)
         self._rendered[meta.path] = (fingerprint, out)
         return out
 
@@ -254,9 +295,9 @@ def write_static(snapshot: Snapshot, out_dir: Path) -> list[str]:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
         written.append(relative)
-    tags_dir = out_dir / "tags"
-    if tags_dir.is_dir():
-        for stale in tags_dir.iterdir():
-            if stale.is_file() and stale not in wanted and stale.suffix in FORMATS:
-                stale.unlink()
+    for scope_dir in (out_dir / "tags", out_dir / "search"):  # tags and searches that are gone
+        if scope_dir.is_dir():
+            for stale in scope_dir.iterdir():
+                if stale.is_file() and stale not in wanted and (stale.suffix in FORMATS or stale.suffix == ".html"):
+                    stale.unlink()
     return written

@@ -10,9 +10,9 @@ from urllib.parse import quote
 
 from aggregator import PROJECT_URL, __version__
 from aggregator.httpdate import format_http_date
-from aggregator.model import AlsoReported, Author, Enclosure, Source, Story
+from aggregator.model import AlsoReported, Article, Author, Enclosure, Source, Story
 from aggregator.publish.xmlutil import attr, text
-from aggregator.sanitize import sanitize_html
+from aggregator.sanitize import sanitize_html, to_text
 
 GENERATOR = "aggregator"
 GENERATOR_URI = PROJECT_URL
@@ -170,3 +170,8 @@ def fit(stories: Sequence[Story], budget: int = MAX_DOCUMENT) -> list[Story]:
             break
         out.append(bounded)
     return out
+
+
+def plain_text(article: Article) -> str:
+    """A stored article's summary and content as plain text (what filters and searches read)."""
+    return to_text(" ".join(part for part in (article.summary, article.content) if part))[:20_000]

@@ -158,7 +158,7 @@ class IngestTransaction:
         for alias in plan.aliases:
             conn.execute(_UPSERT_KEY, (self.feed_id, alias.entry_key, alias.ref.rowid))
         for update in plan.updates:
-            self._update(update.ref.rowid, update.entry, update.updated_at, stamp, now)
+            self._update(update.ref.rowid, update.entry, update.updated_at, stamp, now, update.hidden_by)
         if plan.inserts:
             conn.execute(
                 "UPDATE feeds SET article_count = article_count + ? WHERE id = ?", (len(plan.inserts), self.feed_id)
@@ -172,19 +172,22 @@ class IngestTransaction:
         if plan.inserts or plan.updates:
             self.store._bump_content_version(conn)
 
-    def _update(self, seq: int, e: ParsedEntry, updated_at: datetime, stamp: str, now: datetime) -> None:
+    def _update(
+        self, seq: int, e: ParsedEntry, updated_at: datetime, stamp: str, now: datetime, hidden_by: str | None
+    ) -> None:
         row = self.conn.execute("SELECT first_seen_at FROM articles WHERE seq = ?", (seq,)).fetchone()
         first_seen = from_iso(row[0]) or now
         published = e.published_at or e.updated_at or first_seen
         self.conn.execute(
             "UPDATE articles SET guid = ?, url = ?, canonical_url = ?, title = ?, authors = ?, summary = ?,"
             " content = ?, categories = ?, enclosures = ?, image = ?, language = ?, published_at = ?,"
-            " updated_at = ?, sort_at = ?, content_hash = ?, modified_at = ?, rewrites = rewrites + 1 WHERE seq = ?",
+            " updated_at = ?, sort_at = ?, content_hash = ?, modified_at = ?, rewrites = rewrites + 1, hidden_by = ?,"
+            " visible = CASE WHEN ? IS NULL AND held IS NULL THEN 1 ELSE 0 END WHERE seq = ?",
             (
                 e.guid, e.url, e.canonical_url, e.title, dumps([a.to_json() for a in e.authors]), e.summary,
                 e.content, dumps(list(e.categories)), dumps([x.to_json() for x in e.enclosures]), e.image,
                 e.language, iso(published), iso(updated_at), iso(min(published, first_seen)), e.content_hash, stamp,
-                seq,
+                hidden_by, hidden_by, seq,
             ),
         )  # fmt: skip
         self.store._index_text(self.conn, seq, e.title, e.text, replace=True)

@@ -25,8 +25,9 @@ from sqlite_utils import Migrations
 
 from aggregator.hostslots import FileHostSlots, HostSlots
 from aggregator.model import Article
+from aggregator.query import Query, QueryError, to_fts5
 from aggregator.store.base import Conn, Row, StoreError, article_from_row, chunks, marks
-from aggregator.store.stories import StoriesMixin
+from aggregator.store.search import SearchMixin
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +285,7 @@ def damaged(path: Path, exc: BaseException) -> StoreError:
     )
 
 
-class SQLiteStore(StoriesMixin):
+class SQLiteStore(SearchMixin):
     """The store in one SQLite file (the default)."""
 
     def __init__(self, path: str | Path, readonly: bool = False):
@@ -456,6 +457,15 @@ class SQLiteStore(StoriesMixin):
     def _unindex_text(self, conn: Conn, seqs: Sequence[int]) -> None:
         for part in chunks(seqs):
             conn.execute(f"DELETE FROM search WHERE rowid IN ({marks(part)})", part)
+
+    def _text_matches(self, query: Query, limit: int) -> list[int]:
+        try:
+            rows = self._read(
+                "SELECT rowid FROM search WHERE search MATCH ? ORDER BY rowid DESC LIMIT ?", (to_fts5(query), limit)
+            )
+        except sqlite3.OperationalError as exc:  # the expression is ours and quoted: this should not happen
+            raise QueryError(f"the search index could not read the query: {exc}") from None
+        return [r[0] for r in rows]
 
     def search(self, query: str, limit: int = 20) -> list[Article]:
         """Articles matching an FTS5 query, best first (the CLI's raw search)."""
