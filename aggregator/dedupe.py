@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from aggregator.model import IngestCounts, ParsedEntry
-from aggregator.urls import is_absolute_uri, is_weak_identity
+from aggregator.urls import is_reusable_id, is_weak_identity
 
 # Fold rules, as counted in IngestCounts.folded and reported to users.
 RULE_CHANGED_GUID = "same-canonical-url-in-feed"  # layer 2: a new guid for a stored link
@@ -140,7 +140,7 @@ def plan(
 
 def _output_id(entry: ParsedEntry, taken: set[str], authority: str, feed_id: str, now: datetime) -> str:
     guid = entry.guid
-    if entry.key_rule == "guid" and guid and is_absolute_uri(guid) and guid not in taken:
+    if entry.key_rule == "guid" and guid and is_reusable_id(guid) and guid not in taken:
         return guid
     return minted_id(authority, feed_id, entry.entry_key, now)
 
