@@ -239,17 +239,20 @@ def feeds_add(
     """Subscribe to URL (a feed, or a site page that links to its feed)."""
     from aggregator.discover import DiscoveryError, discover
     from aggregator.fetch import Fetcher, FetchLimits
+    from aggregator.ingest import make_parser
 
     config = _load(config_path)
     if not _is_url(url):
         _fail(f"{url!r} is not an http:// or https:// URL")
     fetcher = Fetcher(FetchLimits.from_settings(config.settings.polling))
+    parser = make_parser(config, 1)  # the same parser, limits and errors as polling
     try:
-        found = discover(fetcher, url)
+        found = discover(fetcher, url, parser)
     except DiscoveryError as exc:
         _fail(str(exc), 1)
     finally:
         fetcher.close()
+        parser.close()
     existing = load_subscriptions(config.feeds_dir)
     if existing.by_url(found.url):
         click.echo(f"Already subscribed: {found.url} ({existing.by_url(found.url).source})")  # type: ignore[union-attr]

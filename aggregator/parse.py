@@ -297,8 +297,8 @@ def _in_utf8(body: bytes, codec: str) -> bytes:
 def _tidy_prolog(body: bytes) -> bytes:
     """The XML declaration alone on the first line, the DOCTYPE (without
     internal subset) on the next, then the root element; nothing else of the
-    prolog. Empty when the document has no element at all. Linear: each item
-    of the prolog is skipped with one search."""
+    prolog. Empty when the document is nothing but an unterminated processing
+    instruction. Linear: each item of the prolog is skipped with one search."""
     kept: list[bytes] = []
     position = 0
     first = True
@@ -336,8 +336,11 @@ def _tidy_prolog(body: bytes) -> bytes:
             break
         first = False
     root = _ELEMENT_START.search(body, position)
-    if root is None:
-        return b""
+    if root is None:  # not XML: left to feedparser to say so, but for its encoding sniffer's sake...
+        rest = body[position:]
+        if rest.startswith(b"<?"):  # ...never a long first line opening an unterminated instruction
+            return b""
+        return b"".join(kept) + rest
     if root.start() == 0:
         return body  # nothing before the root element: nothing to change
     return b"".join(kept) + body[root.start() :]
@@ -356,7 +359,7 @@ def _parse_xml(body: bytes, url: str, headers: dict[str, str]) -> dict[str, Any]
         raise ParseError("empty document: the server sent no content")
     body = prepared_xml(body)
     if not body:
-        raise ParseError("not a feed: no RSS, Atom or JSON Feed document found (no XML element at all)")
+        raise ParseError("not a feed: no RSS, Atom or JSON Feed document found (an unterminated '<?' and no element)")
     response_headers = dict(headers)
     # feedparser resolves relative links against Content-Location.
     response_headers["content-location"] = url
