@@ -81,9 +81,9 @@ def clean_url(url: str | None) -> str | None:
     """The link we publish: the original URL minus tracking parameters (and
     a fragment that is itself a tracker, like #xtor=RSS-8). Scheme, host and
     path are kept as the source wrote them."""
+    url = url.strip() if url else None
     if not url:
         return None
-    url = url.strip()
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -143,7 +143,8 @@ def absolute(url: str | None, base: str | None) -> str | None:
         return None
     url = url.strip()
     try:
-        joined = urljoin(base or "", url) if base else url
+        # urljoin drops an empty query ("x ?"), which can leave whitespace at the end.
+        joined = (urljoin(base or "", url) if base else url).strip()
         scheme = urlsplit(joined).scheme.lower()
     except ValueError:
         return None
