@@ -191,6 +191,7 @@ PATHOLOGICAL = {
     "many ENTITY lines": b"<!DOCTYPE a>\n" + b"<!ENTITY\n" * 100_000 + b"<rss/>",
     "a date of a megabyte": rss_doc(b"<pubDate>" + b"Seg, 24 " * 120_000 + b"</pubDate>"),
     "img tags in a summary": rss_doc(b"<description>" + escaped(b"<img style " * 100_000) + b"</description>"),
+    "an element with 80,000 attributes": rss_doc(b"<x " + b" ".join(b'a%d="1"' % i for i in range(80_000)) + b"/>"),
     "JSON nested 200,000 deep": b'{"version":"https://jsonfeed.org/version/1","items":' + b"[" * 200_000 + b"]" * 200_000
                                 + b"}",
 }
