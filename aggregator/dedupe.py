@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from aggregator.model import IngestCounts, ParsedEntry
-from aggregator.urls import is_absolute_uri, is_weak_identity
+from aggregator.urls import is_reusable_id, is_weak_identity
 
 # Why a stored article is kept out of the outputs (besides filters).
 HELD_BACKFILL = "backfill"  # beyond the newest N of a feed's first poll
@@ -176,7 +176,7 @@ def _hold_backfill(result: Plan, keep: int) -> None:
 
 def _output_id(entry: ParsedEntry, taken: set[str], authority: str, feed_id: str, now: datetime) -> str:
     guid = entry.guid
-    if entry.key_rule == "guid" and guid and is_absolute_uri(guid) and guid not in taken:
+    if entry.key_rule == "guid" and guid and is_reusable_id(guid) and guid not in taken:
         return guid
     return minted_id(authority, feed_id, entry.entry_key, now)
 

@@ -26,6 +26,7 @@ import re
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -552,18 +553,24 @@ class Fetcher:
         chunks: list[bytes] = []
         size = 0
         raw = response.raw
+        inflater: zlib._Decompress | None = None
+        first = True
         while True:
             chunk = raw.read(CHUNK, decode_content=True)
             if not chunk:
                 break
+            if first:
+                first = False
+                # A gzip file served without Content-Encoding (a .xml.gz, or a
+                # server that compressed twice): inflated here, under the same limit.
+                if chunk.startswith(GZIP_MAGIC):
+                    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            if inflater is not None:
+                chunk = _inflate(inflater, chunk, limit - size, response.status_code)
             size += len(chunk)
             if size > limit:
                 result.bytes_read = raw.tell()
-                raise FetchFailed(
-                    Outcome.TOO_LARGE,
-                    f"body is over the {limit:,}-byte limit (decompressed); stopped reading",
-                    response.status_code,
-                )
+                raise _too_large(limit, response.status_code)
             chunks.append(chunk)
         result.bytes_read = raw.tell()
         ctx = _current()
@@ -589,6 +596,33 @@ def _secret_headers(options: FetchOptions) -> dict[str, str]:
         token = base64.b64encode(f"{options.username}:{options.password or ''}".encode()).decode("ascii")
         headers["Authorization"] = f"Basic {token}"
     return headers
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _too_large(limit: int, status: int) -> FetchFailed:
+    return FetchFailed(
+        Outcome.TOO_LARGE, f"body is over the {limit:,}-byte limit (decompressed); stopped reading", status
+    )
+
+
+def _inflate(inflater: zlib._Decompress, data: bytes, room: int, status: int) -> bytes:
+    """Inflate one chunk, never producing more than ``room`` + 1 bytes, so a
+    gzip bomb stops at the limit instead of filling memory. Data after the
+    end of the gzip stream is ignored; a stream that breaks off ends the body
+    where it breaks (the parser then sees a truncated document, as it would a
+    truncated plain one)."""
+    if inflater.eof:
+        return b""
+    try:
+        # At most room + 1 bytes: the caller sees the limit passed and stops.
+        # Below that, zlib has consumed the whole chunk.
+        return inflater.decompress(data, room + 1)
+    except zlib.error as exc:
+        raise FetchFailed(
+            Outcome.PARSE_ERROR, f"the body starts like gzip but does not decompress ({exc})", status
+        ) from None
 
 
 def _release(response: requests.Response) -> None:
@@ -622,7 +656,9 @@ def _root_cause(exc: BaseException) -> str:
     text = str(exc)
     if exc.args and isinstance(exc.args[0], str) and len(exc.args) == 1:
         text = exc.args[0]
-    # urllib3 messages carry object reprs; keep the readable part.
-    text = re.sub(r"<[^>]+>", "", text)
+    # urllib3 messages carry object reprs; keep the readable part. The text
+    # may quote a server's Location or reason: cut first, and "[^<>]" keeps
+    # the pattern linear on "<<<<…".
+    text = re.sub(r"<[^<>]+>", "", text[:2000])
     text = re.sub(r"\s+", " ", text).strip(" :")
     return text[:300] or type(exc).__name__

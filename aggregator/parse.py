@@ -5,13 +5,15 @@ fetcher hands it (never fetching anything itself). JSON Feed is mapped onto
 the same shape here, because feedparser 6 does not read it and the one JSON
 Feed package on PyPI is an unmaintained 0.0.1.
 
-This module is pure: no I/O, no clock (``now`` is passed in), so it can run
-in a worker process and be tested on its own.
+This module is pure: no I/O, no clock (``now`` is passed in; the monotonic
+clock only enforces a time limit), so it can run in a worker process and be
+tested on its own.
 """
 
 from __future__ import annotations
 
 import calendar
+import codecs
 import hashlib
 import html
 import io
@@ -26,8 +28,10 @@ from typing import Any
 
 import feedparser
 import feedparser.mixin
+import feedparser.parsers.strict
 from feedparser.datetimes import _parse_date as parse_date_text
 
+from aggregator.dates import parse_feed_date
 from aggregator.model import Author, Enclosure, ParsedEntry, ParsedFeed, ParseError
 from aggregator.sanitize import sanitize_html, strip_control, to_text
 from aggregator.urls import absolute, canonical_url, clean_url
@@ -39,6 +43,106 @@ log = logging.getLogger(__name__)
 # change whenever the feed moves. Identity must not depend on where we
 # fetched from, so ids are taken exactly as written.
 feedparser.mixin._FeedParserMixin.can_be_relative_uri = feedparser.mixin._FeedParserMixin.can_be_relative_uri - {"id"}
+
+
+# feedparser finds the e-mail address in an RSS <author> or <dc:creator> with a
+# regular expression searched from every position of the text: a name like
+# "a@b.b.b…b x" (40,000 segments) took over a minute. The same pattern, run
+# only from each '@' (the local part found by a backward scan), gives the same
+# address in linear time. feedparser builds its parser objects inside parse(),
+# so no per-call option can replace the method: the class attribute is patched.
+_EMAIL_LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.+")
+_EMAIL_DOMAIN = re.compile(
+    r"(\[[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.|([a-zA-Z0-9\-]+\.)+)([a-zA-Z]{2,4}|[0-9]{1,3})(\]?)(\?subject=\S+)?"
+)
+
+
+def find_email(text: str) -> str | None:
+    """The address feedparser's e-mail pattern finds first in text, or None.
+    Linear: each '@' is tried once, the local part before it is scanned back
+    to the previous '@' at most, and the domain match is anchored after it
+    (its labels end at the next '@' at the latest)."""
+    at = text.find("@")
+    while at >= 0:
+        start = at
+        while start > 0 and text[start - 1] in _EMAIL_LOCAL:
+            start -= 1
+        if start < at:
+            domain = _EMAIL_DOMAIN.match(text, at + 1)
+            if domain is not None:
+                return text[start : domain.end()]
+        at = text.find("@", at + 1)
+    return None
+
+
+def _sync_author_detail(self: Any, key: str = "author") -> None:
+    """feedparser 6.0's _FeedParserMixin._sync_author_detail with its e-mail
+    search replaced by find_email; otherwise unchanged."""
+    context = self._get_context()
+    detail = context.get(f"{key}s", [feedparser.FeedParserDict()])[-1]
+    if detail:
+        name = detail.get("name")
+        email = detail.get("email")
+        if name and email:
+            context[key] = f"{name} ({email})"
+        elif name:
+            context[key] = name
+        elif email:
+            context[key] = email
+        return
+    author, email = context.get(key), None
+    if not author:
+        return
+    email = find_email(author)
+    if email:
+        author = author.replace(email, "").replace("()", "").replace("<>", "").replace("&lt;&gt;", "").strip()
+        if author and author[0] == "(":
+            author = author[1:]
+        if author and author[-1] == ")":
+            author = author[:-1]
+        author = author.strip()
+    if author or email:
+        context.setdefault(f"{key}_detail", detail)
+    if author:
+        detail["name"] = author
+    if email:
+        detail["email"] = email
+
+
+feedparser.mixin._FeedParserMixin._sync_author_detail = _sync_author_detail
+
+
+class _AttributesByQName:
+    """The SAX attributes of one element, with getValueByQName in constant
+    time. feedparser's strict parser asks for every attribute by its qname,
+    and the standard library answers each question with a scan of all the
+    element's attributes: an element with 40,000 attributes took 35 s. Only
+    the three methods feedparser calls are needed."""
+
+    def __init__(self, attrs: Any):
+        self._attrs = attrs
+        self._by_qname = {attrs.getQNameByName(name): attrs.getValue(name) for name in attrs.getNames()}
+
+    def items(self) -> Any:
+        return self._attrs.items()
+
+    def getQNames(self) -> list[str]:
+        return list(self._by_qname)
+
+    def getValueByQName(self, qname: str) -> Any:
+        return self._by_qname[qname]
+
+
+_start_element_ns = feedparser.parsers.strict._StrictFeedParser.startElementNS
+
+
+def _start_element_ns_linear(self: Any, name: Any, qname: Any, attrs: Any) -> Any:
+    return _start_element_ns(self, name, qname, _AttributesByQName(attrs))
+
+
+# As for the e-mail search: feedparser creates the SAX handler inside parse(),
+# so the method is replaced on its class.
+feedparser.parsers.strict._StrictFeedParser.startElementNS = _start_element_ns_linear
 
 # Bump when normalisation changes, so stored entries are re-normalised once.
 NORMALISER_VERSION = "1"
@@ -53,38 +157,11 @@ FOLD_SAME_KEY = "same-key-in-document"
 DROP_EMPTY = "empty-entry"  # no id, link, title, text, enclosure or date: nothing to show (a cut-off tail)
 
 
-_RFC822_NO_ZONE = re.compile(
-    r"^\s*(?:[A-Za-z]{3},?\s+)?(\d{1,2})\s+([A-Za-z]{3})[a-z]*\s+(\d{4})\s+(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$"
-)
-_SLASHED = re.compile(r"^\s*(\d{4})/(\d{1,2})/(\d{1,2})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?\s*$")
-_MONTHS = {
-    m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)
-}
-
-
-def _date_without_zone(text: str) -> time.struct_time | None:
-    """Two forms feedparser 6 gets wrong: RFC 822 without a zone ("Sat, 13
-    Jun 2026 10:00:00", None) and "2020/1/10 14:33:00" (misread as 1 Nov).
-    Both are taken as UTC, as DESIGN §3 says for dates without a zone."""
-    match = _RFC822_NO_ZONE.match(text)
-    if match:
-        day, month, year, hour, minute, second = match.groups()
-        month_number = _MONTHS.get(month[:3].lower())
-        if month_number is None:
-            return None
-        parts = (int(year), month_number, int(day), int(hour), int(minute), int(second or 0))
-    else:
-        match = _SLASHED.match(text)
-        if not match:
-            return None
-        parts = tuple(int(g or 0) for g in match.groups())  # type: ignore[assignment]
-    try:
-        return datetime(*parts, tzinfo=UTC).utctimetuple()
-    except ValueError:
-        return None
-
-
-feedparser.registerDateHandler(_date_without_zone)
+# Localised RFC 822 dates ("Seg, 24 Set 2018 19:42:40 -0300"), dates without
+# a zone and "2020/1/10 14:33:00": feedparser reads none of them correctly.
+# Handlers are a feedparser global with no per-call option; this one only adds
+# readings where feedparser's own give none or a wrong one.
+feedparser.registerDateHandler(parse_feed_date)
 
 
 def parse_document(
@@ -93,20 +170,45 @@ def parse_document(
     headers: Mapping[str, str] | None = None,
     now: datetime | None = None,
     known_hashes: Mapping[str, str] | None = None,
+    time_limit: float | None = None,
 ) -> ParsedFeed:
-    """Parse one fetched document.
+    """Parse one fetched document. Raises ParseError, and nothing else,
+    when the document holds nothing usable: every failure of a parser on a
+    document (a JSON document nested 200,000 levels deep, a bug of ours or
+    feedparser's) is that document's parse error, worded the same wherever
+    the parse runs (poll, the parser processes, feeds add).
 
     ``known_hashes`` maps entry keys already stored for this feed to their
     content hash: an entry whose hash is unchanged is returned with
     ``unchanged=True`` and without its (costly) sanitised fields.
+
+    ``time_limit`` (seconds) is checked between the steps of normalisation
+    and between entries, every one of which is linear in its capped input:
+    the cooperative limit for a parse in the calling process. feedparser
+    itself cannot be interrupted; a hard limit needs a process (ingest.py).
     """
-    headers = {k.lower(): v for k, v in (headers or {}).items()}
-    now = now or datetime.now(UTC)
-    if _looks_like_json(body, headers.get("content-type", "")):
-        raw = _parse_json_feed(body)
-    else:
-        raw = _parse_xml(body, url, headers)
-    return _normalise(raw, url, now, known_hashes or {})
+    deadline = time.monotonic() + time_limit if time_limit is not None else None
+    try:
+        headers = {k.lower(): v for k, v in (headers or {}).items()}
+        now = now or datetime.now(UTC)
+        if _looks_like_json(body, headers.get("content-type", "")):
+            raw = _parse_json_feed(body)
+        else:
+            raw = _parse_xml(body, url, headers)
+        _check(deadline, time_limit)
+        return _normalise(raw, url, now, known_hashes or {}, deadline, time_limit)
+    except ParseError:
+        raise
+    except RecursionError:
+        raise ParseError("not a feed: the document is nested too deeply to read") from None
+    except Exception as exc:
+        log.debug("<%s>: parser failure", url, exc_info=True)
+        raise ParseError(f"could not parse this document ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _check(deadline: float | None, time_limit: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise ParseError(f"parsing took longer than {time_limit:g}s; the document was abandoned")
 
 
 # --- reading the document -----------------------------------------------------
@@ -122,51 +224,177 @@ _DECL_STOP = re.compile(rb"[\"'\[>]")  # in the declaration: a quoted literal, t
 _SUBSET_STOP = re.compile(rb"[\"']|<!--|\]")  # in the subset: a literal, a comment, or its end
 
 
-def without_internal_subset(body: bytes) -> bytes:
-    """The document with its DTD internal subset removed, so no entity it
-    declares can expand (billion laughs, quadratic blow-up) or reach outside
-    (external entities). feedparser keeps "safe" entities and misses a DTD
-    written on one line; feeds have no use for either. The scan respects
-    quoted literals and comments (a '>' or ']' inside them ends nothing) and
-    looks wherever the declaration is, however long the prolog."""
-    match = _DOCTYPE.search(body)
-    if match is None:
-        return body
-    position = match.end()
+def _doctype_parts(body: bytes, position: int) -> tuple[int, int, int] | None:
+    """For a DOCTYPE declaration whose keyword ends at ``position``: where its
+    internal subset starts ('[') and where what follows the subset starts
+    (both the declaration's '>' when it has no subset), and the end of the
+    declaration (after its '>'). None when it is unterminated. The scan
+    respects quoted literals and comments: a '>' or ']' inside them ends
+    nothing."""
     while True:  # the declaration up to its internal subset or its end
         stop = _DECL_STOP.search(body, position)
         if stop is None:
-            return body[: match.start()]  # unterminated: nothing after it is a usable document
+            return None
         char = body[stop.start() : stop.start() + 1]
         if char == b">":
-            return body  # no internal subset
+            return stop.start(), stop.start(), stop.end()
         if char == b"[":
             break
         close = body.find(char, stop.end())
         if close < 0:
-            return body[: match.start()]
+            return None
         position = close + 1
     subset = stop.start()
     position = stop.end()
     while True:  # the subset up to its closing bracket
         stop = _SUBSET_STOP.search(body, position)
         if stop is None:
-            return body[: match.start()]
+            return None
         token = stop.group()
         if token == b"]":
             break
         close = body.find(b"-->" if token == b"<!--" else token, stop.end())
         if close < 0:
-            return body[: match.start()]
+            return None
         position = close + (3 if token == b"<!--" else 1)
     end = body.find(b">", stop.end())
-    if end < 0:
-        return body[: match.start()]
-    return body[:subset] + body[end:]
+    return None if end < 0 else (subset, end, end + 1)
+
+
+def without_internal_subset(body: bytes) -> bytes:
+    """The document with its DTD internal subset removed, so no entity it
+    declares can expand (billion laughs, quadratic blow-up) or reach outside
+    (external entities). feedparser keeps "safe" entities and misses a DTD
+    written on one line; feeds have no use for either. The declaration is
+    found wherever it is, however long the prolog."""
+    match = _DOCTYPE.search(body)
+    if match is None:
+        return body
+    parts = _doctype_parts(body, match.end())
+    if parts is None:
+        return body[: match.start()]  # unterminated: nothing after it is a usable document
+    subset, after_subset, _end = parts
+    return body if subset == after_subset else body[:subset] + body[after_subset:]
+
+
+_BOMS = (  # UTF-32 first: its little-endian BOM starts with UTF-16's
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+)
+_WIDE = (("utf-32-be", 4), ("utf-32-le", 4), ("utf-16-be", 2), ("utf-16-le", 2))
+_XML_SPACE = b" \t\r\n"
+_SPACE_RUN = re.compile(rb"[ \t\r\n]*")
+_ELEMENT_START = re.compile(rb"<[A-Za-z_:\x80-\xff]")
+
+
+def prepared_xml(body: bytes) -> bytes:
+    """The document as feedparser's strict parser and its prolog patterns
+    need it. Whitespace before the XML declaration (common: a blank line
+    printed by the site's template) makes the declaration illegal, and
+    feedparser then falls back to its lenient parser; a byte-order mark
+    after such whitespace is not seen at all. Both are removed, keeping the
+    BOM, and a UTF-16 or UTF-32 document (with or without a BOM) is worked
+    on in UTF-8 and written back in its own encoding. The DTD internal
+    subset is removed (see without_internal_subset) and the prolog is then
+    rebuilt as the XML declaration on a line of its own, then the DOCTYPE:
+    comments, processing instructions (stylesheets), whitespace and stray text
+    before the root element carry nothing for a feed, and feedparser's
+    patterns over the prolog are super-linear on them (its encoding sniffer
+    over a long first line, its ENTITY and DOCTYPE patterns over many blank
+    lines)."""
+    rest = body.lstrip(_XML_SPACE)
+    for bom, codec in _BOMS:
+        if rest.startswith(bom):
+            if codec == "utf-8":
+                return bom + _tidy_prolog(without_internal_subset(rest[len(bom) :]))
+            return bom + _in_utf8(rest[len(bom) :], codec)
+    if b"\x00" in body[:4]:  # UTF-16 or UTF-32 without a BOM
+        for codec, width in _WIDE:
+            try:
+                first = body[:width].decode(codec)
+            except UnicodeDecodeError:
+                continue
+            if first in ("<", " ", "\t", "\r", "\n"):
+                return _in_utf8(body, codec)
+        return body
+    return _tidy_prolog(without_internal_subset(rest))
+
+
+def _in_utf8(body: bytes, codec: str) -> bytes:
+    utf8 = body.decode(codec, "replace").encode("utf-8", "surrogatepass")
+    tidied = _tidy_prolog(without_internal_subset(utf8))
+    return tidied.decode("utf-8", "surrogatepass").encode(codec, "surrogatepass")
+
+
+def _tidy_prolog(body: bytes) -> bytes:
+    """The XML declaration alone on the first line, the DOCTYPE (without
+    internal subset) on the next, then the root element; nothing else of the
+    prolog. Empty when the document is nothing but an unterminated processing
+    instruction. Linear: each item of the prolog is skipped with one search."""
+    kept: list[bytes] = []
+    position = 0
+    first = True
+    doctype_seen = False
+    while True:
+        position = _skip_space(body, position)
+        while body.startswith(codecs.BOM_UTF8, position):  # a BOM written twice, or after the whitespace
+            position = _skip_space(body, position + len(codecs.BOM_UTF8))
+        if body.startswith(b"<?", position):
+            end = body.find(b"?>", position + 2)
+            if end < 0:
+                break  # unterminated: stray text
+            if (
+                first
+                and body[position + 2 : position + 5] == b"xml"
+                and body[position + 5 : position + 6] in _DECL_NEXT
+            ):
+                kept.append(body[position : end + 2] + b"\n")  # the XML declaration, only as the first item
+            position = end + 2
+        elif body.startswith(b"<!--", position):
+            end = body.find(b"-->", position + 4)
+            if end < 0:
+                break
+            position = end + 3
+        elif body[position : position + 9].upper() == b"<!DOCTYPE":
+            parts = _doctype_parts(body, position + 9)
+            if parts is None:
+                break
+            subset, after_subset, end = parts
+            if not doctype_seen:
+                kept.append(body[position:subset] + body[after_subset:end] + b"\n")
+                doctype_seen = True
+            position = end
+        else:
+            break
+        first = False
+    root = _ELEMENT_START.search(body, position)
+    if root is None:  # not XML: left to feedparser to say so, but for its encoding sniffer's sake...
+        rest = body[position:]
+        if rest.startswith(b"<?"):  # ...never a long first line opening an unterminated instruction
+            return b""
+        return b"".join(kept) + rest
+    if root.start() == 0:
+        return body  # nothing before the root element: nothing to change
+    return b"".join(kept) + body[root.start() :]
+
+
+_DECL_NEXT = (b" ", b"\t", b"\r", b"\n", b"?")
+
+
+def _skip_space(body: bytes, position: int) -> int:
+    match = _SPACE_RUN.match(body, position)
+    return match.end() if match else position
 
 
 def _parse_xml(body: bytes, url: str, headers: dict[str, str]) -> dict[str, Any]:
-    body = without_internal_subset(body)
+    if not body.strip():
+        raise ParseError("empty document: the server sent no content")
+    body = prepared_xml(body)
+    if not body:
+        raise ParseError("not a feed: no RSS, Atom or JSON Feed document found (an unterminated '<?' and no element)")
     response_headers = dict(headers)
     # feedparser resolves relative links against Content-Location.
     response_headers["content-location"] = url
@@ -186,8 +414,6 @@ def _parse_xml(body: bytes, url: str, headers: dict[str, str]) -> dict[str, Any]
         )
     if not version and not parsed.entries:
         problem = parsed.get("bozo_exception")
-        if not body.strip():
-            raise ParseError("empty document: the server sent no content")
         if re.search(rb"<html[\s>]", body[:2048], re.I):
             raise ParseError("not a feed: the server sent an HTML page (look for the feed's own URL on that page)")
         detail = f" ({_describe(problem)})" if problem else ""
@@ -298,7 +524,14 @@ def _json_item(item: dict[str, Any]) -> dict[str, Any]:
 # --- normalising ---------------------------------------------------------------
 
 
-def _normalise(raw: dict[str, Any], url: str, now: datetime, known: Mapping[str, str]) -> ParsedFeed:
+def _normalise(
+    raw: dict[str, Any],
+    url: str,
+    now: datetime,
+    known: Mapping[str, str],
+    deadline: float | None = None,
+    time_limit: float | None = None,
+) -> ParsedFeed:
     feed = raw["feed"]
     entries = raw["entries"]
     result = ParsedFeed(
@@ -315,6 +548,7 @@ def _normalise(raw: dict[str, Any], url: str, now: datetime, known: Mapping[str,
     keys = _entry_keys(entries, links, url)
     seen: set[str] = set()
     for entry, link, (key, rule) in zip(entries, links, keys, strict=True):
+        _check(deadline, time_limit)
         if _is_empty(entry, link):
             result.folded.append((key, DROP_EMPTY))
             continue
@@ -555,6 +789,29 @@ def _texts(entry: Mapping[str, Any], base: str) -> tuple[str | None, str | None]
     return summary, content
 
 
+# Both anchored at both ends and run on names whose whitespace to_text has
+# collapsed, so every backtracking step costs O(1): linear in the name's length.
+_SPLIT_TLD = re.compile(r"([A-Za-z0-9-]+)\s*\((.+?)\)?\s*")
+_EMAIL_THEN_NAME = re.compile(r"\s*([^\s()<>@]+@[^\s()<>@]+)\s*\((.+)\)\s*")
+
+
+def _is_email(text: str, tld_letters: int = 0) -> bool:
+    """local@domain.tld, no whitespace, one '@'; with ``tld_letters``, a
+    top-level domain of at least that many ASCII letters. String tests, not a
+    pattern: "[^@]+@[^@]+\\.[^@]+" backtracks over every dot of the domain,
+    which is quadratic on "a@b.b.b…".
+    """
+    if text.count("@") != 1 or any(c.isspace() for c in text):
+        return False
+    local, domain = text.split("@")
+    if not local:
+        return False
+    if not tld_letters:
+        return "." in domain[1:-1]
+    head, dot, tld = domain.rpartition(".")
+    return bool(head and dot) and len(tld) >= tld_letters and tld.isascii() and tld.isalpha()
+
+
 def _authors(entry: Mapping[str, Any]) -> tuple[Author, ...]:
     out: list[Author] = []
     for item in entry.get("authors") or []:
@@ -566,15 +823,15 @@ def _authors(entry: Mapping[str, Any]) -> tuple[Author, ...]:
             # feedparser's e-mail pattern allows top-level domains of at most
             # four letters, so "desk@a.example (Rudaw Desk)" comes back as
             # email "desk@a.exam", name "ple (Rudaw Desk". Put it together again.
-            split = re.fullmatch(r"([A-Za-z0-9-]+)\s*\((.+?)\)?\s*", name)
-            if split and re.fullmatch(r"[^\s@]+@[^\s@]+\.[A-Za-z]{5,}", email + split.group(1)):
+            split = _SPLIT_TLD.fullmatch(name)
+            if split and _is_email(email + split.group(1), tld_letters=5):
                 email, name = email + split.group(1), split.group(2).strip()
         if name and not email:
             # "jane@example.com (Jane Doe)" is the RSS <author> form feedparser may leave whole.
-            match = re.fullmatch(r"\s*([^\s()<>@]+@[^\s()<>@]+)\s*\((.+)\)\s*", name)
+            match = _EMAIL_THEN_NAME.fullmatch(name)
             if match:
                 email, name = match.group(1), match.group(2).strip()
-            elif re.fullmatch(r"[^\s@]+@[^\s@]+\.[^\s@]+", name):
+            elif _is_email(name):
                 email, name = name, None
         url = _url(item.get("href"), None)
         author = Author(name=name, email=email, url=url)

@@ -17,9 +17,14 @@ from aggregator.parse import parse_document
 
 
 def parse_for_ingest(
-    body: bytes, url: str, headers: Mapping[str, str], now: datetime, known: Mapping[str, str]
+    body: bytes,
+    url: str,
+    headers: Mapping[str, str],
+    now: datetime,
+    known: Mapping[str, str],
+    time_limit: float | None = None,
 ) -> ParsedFeed:
-    parsed = parse_document(body, url, headers, now, known)
+    parsed = parse_document(body, url, headers, now, known, time_limit=time_limit)
     for entry in parsed.entries:
         if not entry.unchanged:
             entry.story_features = features(entry.title, entry.text, entry.language).to_json()

@@ -162,3 +162,20 @@ def daemons() -> "Iterator[list]":
     yield started
     for daemon in started:
         daemon.kill()
+
+
+# Hypothesis profiles for the fuzz tests (tests/test_fuzz_*.py). "ci" is the
+# default: few examples, derandomised, so the suite stays fast and a run is
+# reproducible; "long" explores (thousands of examples, a new seed each run)
+# for a nightly or bench run: HYPOTHESIS_PROFILE=long, or --hypothesis-profile long.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "ci", max_examples=40, deadline=None, derandomize=True, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "long", max_examples=2000, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -293,12 +293,13 @@ def test_keep_alive_connection_to_a_private_host_is_not_reused_for_a_public_redi
 
 def test_autodiscovery_applies_the_private_address_rule(server: FeedServer, public_server: FeedServer) -> None:
     from aggregator.discover import DiscoveryError, discover
+    from aggregator.ingest import InlineParser
 
     internal = server.add("/feed.xml", rss([story(1)]))
     public_server.add("/", f'<html><head><link rel="alternate" type="application/rss+xml" href="{internal}"></head></html>',
                       content_type="text/html")
     with pytest.raises(DiscoveryError, match=r"refused a link on a public page that points to a private address \(127.0.0.1\)"):
-        discover(fetcher(private_networks=("127.0.0.1/32",)), public_server.url("/"))
+        discover(fetcher(private_networks=("127.0.0.1/32",)), public_server.url("/"), InlineParser())
     assert server.requests_for("/feed.xml") == []
 
 

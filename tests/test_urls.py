@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from aggregator.urls import absolute, canonical_url, clean_url, is_absolute_uri, is_weak_identity
+from aggregator.urls import absolute, canonical_url, clean_url, is_reusable_id, is_weak_identity
 
 
 @pytest.mark.parametrize(
@@ -65,10 +65,10 @@ def test_absolute() -> None:
 
 
 def test_absolute_uri_for_ids() -> None:
-    assert is_absolute_uri("https://example.com/1")
-    assert is_absolute_uri("tag:example.com,2005:1")
-    assert is_absolute_uri("urn:uuid:1225c695-cfb8-4ebb-aaaa-80da344efa6a")
-    assert not is_absolute_uri("1234")
-    assert not is_absolute_uri("/relative/path")
-    assert not is_absolute_uri("has space:x")
-    assert not is_absolute_uri("javascript:alert(1)")
+    assert is_reusable_id("https://example.com/1")
+    assert is_reusable_id("tag:example.com,2005:1")
+    assert is_reusable_id("urn:uuid:1225c695-cfb8-4ebb-aaaa-80da344efa6a")
+    assert not is_reusable_id("1234")
+    assert not is_reusable_id("/relative/path")
+    assert not is_reusable_id("has space:x")
+    assert not is_reusable_id("javascript:alert(1)")

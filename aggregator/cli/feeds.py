@@ -79,6 +79,7 @@ def feeds_add(
     """Subscribe to URL (a feed, or a site page that links to its feed)."""
     from aggregator.discover import DiscoveryError, discover
     from aggregator.fetch import Fetcher, FetchLimits
+    from aggregator.ingest import make_parser
     from aggregator.model import FetchOptions
     from aggregator.subscriptions import append_feed, load_subscriptions
     from aggregator.validation import without_userinfo
@@ -87,13 +88,15 @@ def feeds_add(
     if not is_url(url):
         fail(f"{url!r} is not an http:// or https:// URL")
     fetcher = Fetcher(FetchLimits.from_settings(config.settings.polling))
+    parser = make_parser(config, 1)  # the same parser, limits and errors as polling
     public, user, password = without_userinfo(url)
     try:
-        found = discover(fetcher, public, FetchOptions(username=user, password=password))
+        found = discover(fetcher, public, parser, FetchOptions(username=user, password=password))
     except DiscoveryError as exc:
         fail(str(exc), 1)
     finally:
         fetcher.close()
+        parser.close()
     already = load_subscriptions(config.feeds_dir).by_url(found.url)
     if already is not None:
         click.echo(f"Already subscribed: {found.url} ({already.source})")
