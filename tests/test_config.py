@@ -79,7 +79,7 @@ def test_unknown_setting_names_the_known_ones(tmp_path: Path) -> None:
 def test_unknown_top_level_key(tmp_path: Path) -> None:
     msg = config_error(tmp_path, "databse: x.db\n")
     assert msg == ("config.yaml: databse: unknown setting (expected one of: database, feeds_dir, http, polling, "
-                   "output, retention, logging, stories)")
+                   "output, retention, logging, stories, filters, tags, searches)")
 
 
 def test_bad_interval(tmp_path: Path) -> None:
@@ -134,7 +134,7 @@ feeds:
     assert errors == [
         "/feeds/world.yaml: feed #2 (notaurl): url: expected an http:// or https:// URL, got 'notaurl'",
         "/feeds/world.yaml: feed #3 (https://b.example/rss): interval: expected a duration like 90s, 15m, 2h or 1d, got 'soon'",
-        "/feeds/world.yaml: feed #4 (https://c.example/rss): colour: unknown setting (expected one of: url, title, tags, interval, enabled, cluster, full_text, backfill, user_agent, headers)",
+        "/feeds/world.yaml: feed #4 (https://c.example/rss): colour: unknown setting (expected one of: url, title, tags, interval, enabled, cluster, full_text, backfill, user_agent, headers, filters)",
         "/feeds/world.yaml: feed #5: expected a mapping with a 'url', got int",
     ]
     by_url = {s.url: s for s in subs.feeds}

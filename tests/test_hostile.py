@@ -965,7 +965,7 @@ def test_unknown_keys_exact_messages(tmp_path: Path) -> None:
     proc = run_cli("poll", "--config", str(path))
     assert proc.returncode == 2
     assert proc.stderr.strip() == (f"error: {path}: databse: unknown setting (expected one of: database, feeds_dir, "
-                                   "http, polling, output, retention, logging, stories)")
+                                   "http, polling, output, retention, logging, stories, filters, tags, searches)")
     path.write_text("polling:\n  max_byte: 1MB\n")
     proc = run_cli("poll", "--config", str(path))
     assert proc.returncode == 2
