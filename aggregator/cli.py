@@ -401,11 +401,15 @@ def publish(config_path: Path | None, out_dir: Path | None) -> None:
 def serve(config_path: Path | None) -> None:
     """Serve the outputs over HTTP (host, port and base_url from config)."""
     from aggregator.service import serve_only
+    from aggregator.web import WebServerError
 
     config = _load(config_path)
     setup_logging(config.settings.logging.level, config.settings.logging.format)
     with _opened(config) as store:
-        serve_only(config, store)
+        try:
+            serve_only(config, store)
+        except WebServerError as exc:
+            _fail(str(exc), 1)
 
 
 # --- the service ---------------------------------------------------------------------------------
@@ -418,12 +422,13 @@ def serve(config_path: Path | None) -> None:
 def run(config_path: Path | None, log_format: str | None, log_level: str | None) -> None:
     """Run the service: poll on schedule, publish, serve (foreground; logs to stderr)."""
     from aggregator.service import AlreadyRunning, run_service
+    from aggregator.web import WebServerError
 
     config = _load(config_path)
     setup_logging(log_level or config.settings.logging.level, log_format or config.settings.logging.format)
     try:
         code = run_service(config)
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, WebServerError) as exc:
         _fail(str(exc), 1)
     except StoreError as exc:
         _fail(str(exc))

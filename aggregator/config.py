@@ -124,6 +124,10 @@ class HttpSettings(_Section):
     port: int = Field(8080, ge=0, le=65535)
     base_url: HttpUrl | None = None  # default: http://<host>:<port>/
     threads: int = Field(4, ge=1, le=64)
+    # Hostile clients (README "Limits and safety"): see aggregator/web.py.
+    max_connections: int = Field(1000, ge=16, le=100_000)
+    request_timeout: Duration = Field(10.0, ge=1, le=300)  # request line + headers, from their first byte
+    idle_timeout: Duration = Field(30.0, ge=1, le=3600)  # no byte either way on a connection
 
     @property
     def public_base_url(self) -> str:
