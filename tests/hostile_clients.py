@@ -10,6 +10,7 @@ told to, so no thread outlives its test.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import selectors
 import socket
@@ -103,10 +104,8 @@ class Trickle:
         now = time.monotonic()
         conn = _Conn(opened_at=now, next_send=now + self.every)
         if not self.silent:
-            try:
+            with contextlib.suppress(OSError):
                 sock.send(self.first_line)
-            except OSError:
-                pass
         conns[sock] = conn
         selector.register(sock, selectors.EVENT_READ)
         self.stats.opened += 1
@@ -213,7 +212,7 @@ def raw_exchange(port: int, request: bytes, timeout: float = 5.0) -> bytes:
         try:
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
-        except (ConnectionResetError, socket.timeout):
+        except (ConnectionResetError, TimeoutError):
             pass
         return b"".join(chunks)
 
