@@ -348,12 +348,12 @@ class _Server(TcpWSGIServer):  # type: ignore[misc]  # waitress ships no type in
     ``connection_limit`` it stops accepting, so new clients wait in the
     kernel's backlog. Here, on each sweep (every second) of the event loop:
     a request whose line and headers have not all arrived ``request_timeout``
-    after its first byte is closed, as is a connection that moved no byte for
-    ``idle_timeout`` (a silent client, an idle keep-alive or a reader that
-    stopped reading). At ``max_connections`` a new connection is still
-    accepted and the connections least useful to anyone are closed to make
-    room: slowest unfinished request first, then longest idle, then the
-    slowest reader; only when every connection is being served does the new
+    after its first byte gets a 408 and is closed, and a connection that
+    moved no byte for ``idle_timeout`` is closed (a silent client, an idle
+    keep-alive or a reader that stopped reading). At ``max_connections`` a
+    new connection is still accepted and others are closed to make room: the
+    oldest unfinished request first, then the longest idle, then the reader
+    longest stalled; only when every connection is being served does the new
     one get a 503 at once.
 
     A connection is closed either in its own turn of the loop (``will_close``,
@@ -401,7 +401,10 @@ class _Server(TcpWSGIServer):  # type: ignore[misc]  # waitress ships no type in
         and the listening socket itself, and returns. (Closing them from
         another thread races with the loop: an accept() on a closed socket.)"""
         self.stopping = True
-        self.pull_trigger()
+        # The wake-up pipe is gone if the loop already closed the server; an
+        # EPIPE here would end the process with status 1 (click's handling).
+        with contextlib.suppress(OSError):
+            self.pull_trigger()
 
     def _close_everything(self) -> None:
         for channel in list(self.active_channels.values()):
@@ -417,8 +420,17 @@ class _Server(TcpWSGIServer):  # type: ignore[misc]  # waitress ships no type in
         now = time.time()
         if now >= self.next_channel_cleanup:
             self.next_channel_cleanup = now + self.adj.cleanup_interval
-            self.maintenance(now)
+            try:
+                self.maintenance(now)
+            except Exception:  # a bug of ours: raised here it would end the loop, and serving, for good
+                log.exception("web: the connection sweep failed; serving goes on")
         return bool(self.accepting) and now >= self.accept_paused_until
+
+    def handle_error(self) -> None:
+        """An unexpected exception while accepting. waitress' default closes
+        the listening socket, so the server would stop accepting for good
+        while the process lives on: log it and keep listening."""
+        log.exception("web: unexpected error while accepting a connection; still listening")
 
     def maintenance(self, now: float) -> None:
         request_cutoff = now - self.request_timeout
@@ -463,10 +475,10 @@ class _Server(TcpWSGIServer):  # type: ignore[misc]  # waitress ships no type in
                 continue
             try:
                 self.set_socket_options(conn)
+                channel = self.channel_class(self, conn, addr, self.adj, map=self._map)
             except OSError:  # the client already went away
                 conn.close()
                 continue
-            channel = self.channel_class(self, conn, addr, self.adj, map=self._map)
             channel.accepted_turn = self.turn
 
     def _victims(self, count: int) -> list[_Channel]:
