@@ -61,6 +61,12 @@ class HttpSettings(_Section):
     port: Annotated[int, BeforeValidator(integer(0, 65535))] = 8080  # 0: any free port (tests)
     base_url: HttpUrl | None = None  # default: http://<host>:<port>/
     threads: Annotated[int, BeforeValidator(integer(1, 64))] = 4
+    # Hostile clients (README "Limits and safety"): see aggregator/web.py.
+    max_connections: Annotated[int, BeforeValidator(integer(16, 100_000))] = 1000
+    # A request's line and headers must arrive within this of their first byte.
+    request_timeout: Annotated[float, BeforeValidator(duration(1, 300))] = 10
+    # No byte either way on a connection for this long closes it.
+    idle_timeout: Annotated[float, BeforeValidator(duration(1, 3600))] = 30
 
     @field_validator("host", mode="before")
     @classmethod

@@ -13,7 +13,7 @@ def parse_http_date(value: str | None) -> datetime | None:
         return None
     try:
         moment = email.utils.parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # OverflowError: a year or offset of 20 digits
         return None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 

@@ -48,7 +48,7 @@ def serve_only(config: Config, store: Store, refresh_every: float = 2.0) -> None
     holder = SnapshotHolder(publisher.build())
     health = lambda: (200, "application/json", json_body({"status": "ok", "mode": "serve", "polling": None}))  # noqa: E731
     app = App(holder, max_age=int(settings.output.max_age), extra={"healthz": health})
-    server = WebServer(app, settings.http.host, settings.http.port, settings.http.threads)
+    server = WebServer(app, settings.http)
     stop = threading.Event()
 
     def refresh() -> None:
@@ -267,7 +267,7 @@ class Service:
             max_age=int(settings.output.max_age),
             extra={"healthz": self._healthz, "metrics": self._metrics_body},
         )
-        self.web = WebServer(app, settings.http.host, settings.http.port, settings.http.threads)
+        self.web = WebServer(app, settings.http)
         self.started = time.time()
         self._stop = threading.Event()
         self._reload = threading.Event()
