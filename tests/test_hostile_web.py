@@ -470,8 +470,15 @@ def test_a_taken_port_is_one_clear_error(ws: Workspace, command: str) -> None:
     assert "config.yaml" in error[0]
 
 
-@pytest.mark.parametrize(("host", "says"), [("0.0.0.0.1", "not an address or host name"),
-                                            ("192.0.2.1", "not an address of this machine"),
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_a_host_that_is_not_a_host_name_is_a_config_error(ws: Workspace, command: str) -> None:
+    ws.write_config(http={"host": "0.0.0.0.1", "port": free_port()})
+    proc = run_cli(command, "--config", str(ws.config_path), timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "http.host: expected an IP address or host name to listen on" in proc.stderr and "0.0.0.0.1" in proc.stderr
+
+
+@pytest.mark.parametrize(("host", "says"), [("192.0.2.1", "not an address of this machine"),
                                             ("nosuchhost.invalid", "not an address or host name")])
 @pytest.mark.parametrize("command", ["serve", "run"])
 def test_a_bad_host_is_one_clear_error(ws: Workspace, command: str, host: str, says: str) -> None:
