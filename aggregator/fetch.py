@@ -52,6 +52,7 @@ ACCEPT = (
     "application/json;q=0.8, application/xml;q=0.8, text/xml;q=0.8, */*;q=0.5"
 )
 ACCEPT_HTML = "text/html, application/xhtml+xml;q=0.9, application/atom+xml;q=0.8, application/rss+xml;q=0.8, */*;q=0.5"
+ACCEPT_PAGE = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"  # an article's own page (full text)
 REDIRECT_CODES = (301, 302, 303, 307, 308)
 PERMANENT_CODES = (301, 308)
 CHUNK = 64 * 1024
@@ -352,12 +353,15 @@ class Fetcher:
         accept: str = ACCEPT,
         origin_private: bool | None = None,
         options: FetchOptions = NO_FETCH_OPTIONS,
+        max_bytes: int | None = None,
     ) -> FetchResult:
         """GET a feed. Never raises for anything the server or network does:
         the outcome says what happened. ``origin_private=False`` makes the
         first hop subject to the public-to-private rule too (autodiscovered
         links found on a public page). ``options``: credentials and headers
         for the feed's own origin (never sent to another one after a redirect).
+        ``max_bytes``: a body limit of its own for this fetch, never above the
+        fetcher's (article pages for full text are held to less than feeds).
 
         The wait for a free slot of the host (``per_host``, shared by every
         poller of the database) comes first and does not count against the
@@ -373,7 +377,8 @@ class Fetcher:
             if not held:
                 result.outcome, result.error = Outcome.CONNECTION, "abandoned at shutdown"
                 return result
-            self._fetch_now(url, etag, last_modified, accept, origin_private, options, host, result)
+            limit = self.limits.max_bytes if max_bytes is None else min(max_bytes, self.limits.max_bytes)
+            self._fetch_now(url, etag, last_modified, accept, origin_private, options, host, result, limit)
         result.elapsed = time.monotonic() - started
         if result.outcome is not Outcome.OK:
             result.body = None
@@ -389,6 +394,7 @@ class Fetcher:
         options: FetchOptions,
         host: str,
         result: FetchResult,
+        max_bytes: int,
     ) -> None:
         ctx = _FetchContext(
             deadline=time.monotonic() + self.limits.deadline, policy=self.policy, origin_private=origin_private
@@ -399,7 +405,7 @@ class Fetcher:
         _context.value = ctx
         _watchdog.watch(ctx)
         try:
-            self._fetch(url, etag, last_modified, accept, ctx, result, options, host)
+            self._fetch(url, etag, last_modified, accept, ctx, result, options, host, max_bytes)
         except FetchFailed as exc:
             result.outcome, result.error = exc.outcome, str(exc)
             result.status = exc.status or result.status
@@ -450,6 +456,7 @@ class Fetcher:
         result: FetchResult,
         options: FetchOptions,
         host: str,
+        max_bytes: int,
     ) -> None:
         headers = {"Accept": accept}
         if etag:
@@ -515,12 +522,12 @@ class Fetcher:
                         current = target
                         ctx.hop += 1
                         continue
-                    self._read_response(response, current, result)
+                    self._read_response(response, current, result, max_bytes)
                     return
                 finally:
                     _release(response)
 
-    def _read_response(self, response: requests.Response, url: str, result: FetchResult) -> None:
+    def _read_response(self, response: requests.Response, url: str, result: FetchResult, max_bytes: int) -> None:
         result.final_url = url
         result.status = response.status_code
         result.headers = {k: response.headers[k] for k in _KEPT_HEADERS if k in response.headers}
@@ -540,16 +547,15 @@ class Fetcher:
         if status >= 400 or status < 200 or status in REDIRECT_CODES:
             raise FetchFailed(Outcome.HTTP_ERROR, f"HTTP {status} {response.reason or ''}".strip(), status)
         declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.limits.max_bytes:
+        if declared.isdigit() and int(declared) > max_bytes:
             raise FetchFailed(
                 Outcome.TOO_LARGE,
-                f"body of {int(declared):,} bytes is over the {self.limits.max_bytes:,}-byte limit",
+                f"body of {int(declared):,} bytes is over the {max_bytes:,}-byte limit",
                 status,
             )
-        result.body = self._read_body(response, result)
+        result.body = self._read_body(response, result, max_bytes)
 
-    def _read_body(self, response: requests.Response, result: FetchResult) -> bytes:
-        limit = self.limits.max_bytes
+    def _read_body(self, response: requests.Response, result: FetchResult, limit: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
         raw = response.raw
