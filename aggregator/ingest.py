@@ -22,6 +22,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from aggregator import cluster, dedupe, filters
 from aggregator.config import Config, StoriesSettings, id_authority
@@ -212,6 +213,7 @@ def feed_changes(
     )
 
 
+MAX_FULL_TEXTS_PER_POLL = 20  # pages read per poll of a `full_text: true` feed (its first poll may bring many)
 MAX_FEED_TITLE = 300
 MAX_URL = 2000
 
@@ -367,12 +369,35 @@ class Poller:
                 report.warning = parsed.warning if parsed is not None else None
         if self.aborted.is_set():  # shutdown gave up on this poll while it parsed: write nothing
             return PollReport(feed.id, feed.url, fetch.outcome, error="abandoned at shutdown")
-        self._write(feed, fetch, parsed, body_hash, report, now)
+        shown = self._write(feed, fetch, parsed, body_hash, report, now)
         if self.metrics is not None:
             self.metrics.record(report)
         name = feed.configured_title or (parsed.title if parsed is not None else None) or feed.display_title
         self._log(name, feed, report, time.monotonic() - started)
+        if feed.full_text and shown:
+            self._full_texts(feed, name, shown)
         return report
+
+    def _full_texts(self, feed: FeedState, name: str, articles: list[tuple[int, str]]) -> None:
+        """`full_text: true` feeds: each new article shown gets its page read
+        once (same politeness and limits as feeds), after the poll's own
+        transaction; a failure keeps the feed's text and is recorded."""
+        from aggregator import fulltext  # trafilatura only for feeds that ask for it
+        from aggregator.sanitize import to_text
+
+        origin_private = self.fetcher.policy.host_is_private(urlsplit(feed.url).hostname or "")
+        for seq, url in articles[:MAX_FULL_TEXTS_PER_POLL]:
+            if self.aborted.is_set():
+                return
+            result = fulltext.fetch_full_text(self.fetcher, url, origin_private)
+            self.store.set_full_text(seq, result.content, to_text(result.content or "")[:20_000], result.error)
+            if self.metrics is not None:
+                self.metrics.full_texts.labels(outcome="ok" if result.content else "failed").inc()
+            if result.error:
+                log.warning("feed %r <%s>: full text of <%s>: %s", name, feed.url, url, result.error)
+        if len(articles) > MAX_FULL_TEXTS_PER_POLL:
+            log.info("feed %r <%s>: full text read for the newest %d of %d new articles", name, feed.url,
+                     MAX_FULL_TEXTS_PER_POLL, len(articles))  # fmt: skip
 
     def _write(
         self,
@@ -382,13 +407,16 @@ class Poller:
         body_hash: str | None,
         report: PollReport,
         now: datetime,
-    ) -> None:
+    ) -> list[tuple[int, str]]:
+        """One transaction: the entries, their stories and the feed's state.
+        Returns (seq, link) of the new articles the outputs show."""
+        shown: list[tuple[int, str]] = []
         with self.store.ingest(feed.id) as tx:
             # feeds/ may have changed the interval while this poll ran (a reload): the next poll follows the new one.
             feed = replace(feed, interval=tx.current_interval())
             if parsed is not None:
                 plan = self._plan(tx, feed, parsed, now)
-                tx.apply(plan, self._stories(tx, feed, plan), now)
+                shown = tx.apply(plan, self._stories(tx, feed, plan), now)
                 report.counts = plan.counts
                 for _key, rule in parsed.folded:
                     plan.counts.folded[rule] = plan.counts.folded.get(rule, 0) + 1
@@ -401,6 +429,7 @@ class Poller:
                 )  # fmt: skip
             tx.write_feed(update)
         report.next_poll_at = update.next_poll_at
+        return shown
 
     def _plan(self, tx: IngestTransaction, feed: FeedState, parsed: ParsedFeed, now: datetime) -> dedupe.Plan:
         """What the document's entries are (new, changed, known, duplicates):

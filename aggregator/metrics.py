@@ -30,6 +30,9 @@ class Metrics:
         self.feeds_due = Gauge("aggregator_feeds_due", "Active feeds whose next poll time has come", registry=r)
         self.feeds_failing = Gauge("aggregator_feeds_failing", "Active feeds whose last poll failed", registry=r)
         self.feeds_active = Gauge("aggregator_feeds_active", "Feeds being polled", registry=r)
+        self.full_texts = Counter(
+            "aggregator_full_texts", "Article pages read for full text, by outcome", ["outcome"], registry=r
+        )
         self.publishes = Counter("aggregator_publishes", "Times the outputs were rebuilt", registry=r)
         self.last_dispatch = Gauge(
             "aggregator_last_dispatch_timestamp_seconds", "When the dispatcher last ran", registry=r

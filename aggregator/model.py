@@ -331,6 +331,7 @@ class Article:
     hidden_by: str | None = None  # the filter rule that keeps it out of every output
     held: str | None = None  # kept out of the outputs: "backfill" (a quiet first poll), "expired"
     full_text: bool = False  # its content was extracted from the article's page
+    full_text_error: str | None = None  # why extracting it failed (it keeps the feed's own text)
 
 
 @dataclass

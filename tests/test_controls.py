@@ -4,6 +4,7 @@ settings and a quiet first poll, through the real commands and outputs."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -226,3 +227,31 @@ def test_per_feed_settings_enabled_and_user_agent(ws: Workspace, server: FeedSer
 
 def test_rule_sets_know_nothing_of_each_other() -> None:
     assert not RuleSet("everything") and compile_rules({"block": [{"title": "x"}]}, "s")
+
+
+# --- full text ------------------------------------------------------------------------------------------------------
+
+
+def test_full_text_is_read_once_per_article_and_a_failure_keeps_the_summary(ws: Workspace, server: FeedServer) -> None:
+    from tests.test_fulltext import FIXTURES
+
+    page = (FIXTURES / "cloudflare-migp.html").read_bytes()
+    # A run of plain words from the article body (no quotes or entities to compare).
+    expected = re.search(r"[A-Za-z][A-Za-z ]{40,}[A-Za-z]", (FIXTURES / "cloudflare-migp.txt").read_text()).group(0)
+    article = server.add("/article", page, content_type="text/html; charset=utf-8")
+    missing = server.url("/gone")
+    items = [Item(title="Read the whole thing", link=article, guid="a1", date=_date(1), summary="<p>Teaser.</p>"),
+             Item(title="Broken link", link=missing, guid="a2", date=_date(2), summary="<p>Kept teaser.</p>")]
+    url = server.add("/summaries", rss(items, title="Teasers"))
+    ws.feeds([{"url": url, "full_text": True}])
+    ws.poll_all()
+    rows = _articles(ws)
+    whole = rows["Read the whole thing"]
+    assert whole["full_text"] is True and expected in whole["content"] and whole["full_text_error"] is None
+    broken = rows["Broken link"]
+    assert broken["full_text"] is False and "Kept teaser." in broken["summary"] and "404" in broken["full_text_error"]
+    server.update("/summaries", body=rss([Item(title="Read the whole thing", link=article, guid="a1", date=_date(1),
+                                               summary="<p>Teaser, edited.</p>"), items[1]], title="Teasers"))
+    ws.poll_all()
+    assert len(server.requests_for("/article")) == 1 and len(server.requests_for("/gone")) == 1  # once each
+    assert expected in _articles(ws)["Read the whole thing"]["content"]  # an edit keeps the extracted text

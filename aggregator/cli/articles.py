@@ -72,6 +72,7 @@ def article_json(article: Article, feed: FeedState) -> dict[str, Any]:
         "hidden_by": article.hidden_by,
         "backfill": article.held == "backfill",
         "full_text": article.full_text,
+        "full_text_error": article.full_text_error,
     }
 
 

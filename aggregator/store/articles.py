@@ -52,6 +52,21 @@ class ArticlesMixin(FeedsMixin):
         with self._writing() as conn:
             yield IngestTransaction(self, conn, feed_id)
 
+    def set_full_text(self, seq: int, content: str | None, text: str, error: str | None) -> None:
+        """An article's page was read (once): its extracted content, or why not (it keeps the feed's text)."""
+        with self._writing() as conn:
+            if content is None:
+                conn.execute("UPDATE articles SET full_text = 2, full_text_error = ? WHERE seq = ?", (error, seq))
+                return
+            row = conn.execute("SELECT title FROM articles WHERE seq = ?", (seq,)).fetchone()
+            if row is None:
+                return
+            conn.execute(
+                "UPDATE articles SET content = ?, full_text = 1, full_text_error = NULL WHERE seq = ?", (content, seq)
+            )
+            self._index_text(conn, seq, row[0], text, replace=True)
+            self._bump_content_version(conn)
+
     def articles(self, limit: int | None = None, feed_id: str | None = None) -> list[tuple[Article, FeedState]]:
         """Stored articles newest first, duplicates and hidden ones included, with their feed."""
         sql = "SELECT a.* FROM articles a"
@@ -113,10 +128,12 @@ class IngestTransaction:
             )
         return found
 
-    def apply(self, plan: Plan, stories: Sequence[StoryPlan], now: datetime) -> None:
-        """Write a poll's plan; ``stories[i]`` says where ``plan.inserts[i]`` goes."""
+    def apply(self, plan: Plan, stories: Sequence[StoryPlan], now: datetime) -> list[tuple[int, str]]:
+        """Write a poll's plan; ``stories[i]`` says where ``plan.inserts[i]`` goes.
+        Returns (seq, link) of the new articles that the outputs show."""
         conn = self.conn
         stamp = iso(now)
+        shown: list[tuple[int, str]] = []
         for insert, story in zip(plan.inserts, stories, strict=True):
             e = insert.entry
             story_id = story.story_id or insert.output_id
@@ -137,6 +154,8 @@ class IngestTransaction:
                 ),
             ).fetchone()  # fmt: skip
             seq = row[0]
+            if visible and e.url:
+                shown.append((seq, e.url))
             conn.execute(_UPSERT_KEY, (self.feed_id, e.entry_key, seq))
             self.store._index_text(conn, seq, e.title, e.text)
             if story.story_id is None:
@@ -171,6 +190,7 @@ class IngestTransaction:
             )
         if plan.inserts or plan.updates:
             self.store._bump_content_version(conn)
+        return shown
 
     def _update(
         self, seq: int, e: ParsedEntry, updated_at: datetime, stamp: str, now: datetime, hidden_by: str | None
@@ -180,7 +200,8 @@ class IngestTransaction:
         published = e.published_at or e.updated_at or first_seen
         self.conn.execute(
             "UPDATE articles SET guid = ?, url = ?, canonical_url = ?, title = ?, authors = ?, summary = ?,"
-            " content = ?, categories = ?, enclosures = ?, image = ?, language = ?, published_at = ?,"
+            " content = CASE WHEN full_text = 1 THEN content ELSE ? END, categories = ?, enclosures = ?, image = ?,"
+            " language = ?, published_at = ?,"
             " updated_at = ?, sort_at = ?, content_hash = ?, modified_at = ?, rewrites = rewrites + 1, hidden_by = ?,"
             " visible = CASE WHEN ? IS NULL AND held IS NULL THEN 1 ELSE 0 END WHERE seq = ?",
             (
@@ -190,7 +211,8 @@ class IngestTransaction:
                 hidden_by, hidden_by, seq,
             ),
         )  # fmt: skip
-        self.store._index_text(self.conn, seq, e.title, e.text, replace=True)
+        if not self.conn.execute("SELECT full_text = 1 FROM articles WHERE seq = ?", (seq,)).fetchone()[0]:
+            self.store._index_text(self.conn, seq, e.title, e.text, replace=True)
 
     def story_index_rows(self, keys: Sequence[str], start: datetime, end: datetime, limit: int) -> dict[str, list[str]]:
         """For each key, the stories of (at most ``limit``) indexed articles

@@ -218,7 +218,8 @@ def article_from_row(r: Row) -> Article:
         story_why=tuple(json.loads(r["story_why"] or "[]")),
         hidden_by=r["hidden_by"],
         held=r["held"],
-        full_text=bool(r["full_text"]),
+        full_text=r["full_text"] == 1,
+        full_text_error=r["full_text_error"],
     )
 
 

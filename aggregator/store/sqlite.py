@@ -176,7 +176,8 @@ def m004_stories_filters_and_plain_text_search(db: sqlite_utils.Database) -> Non
         ALTER TABLE articles ADD COLUMN hidden_by TEXT;
         ALTER TABLE articles ADD COLUMN held TEXT;
         ALTER TABLE articles ADD COLUMN visible INTEGER NOT NULL DEFAULT 1;
-        ALTER TABLE articles ADD COLUMN full_text INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE articles ADD COLUMN full_text INTEGER NOT NULL DEFAULT 0;  -- 1: extracted, 2: tried, failed
+        ALTER TABLE articles ADD COLUMN full_text_error TEXT;
         UPDATE articles SET story_id = COALESCE(duplicate_of, id),
             story_rule = CASE WHEN duplicate_of IS NULL THEN 'first' ELSE 'same-url' END;
 
