@@ -47,7 +47,7 @@ def serve_only(config: Config, store: Store, refresh_every: float = 2.0) -> None
     publisher = Publisher(store, config)
     holder = SnapshotHolder(publisher.build())
     health = lambda: (200, "application/json", json_body({"status": "ok", "mode": "serve", "polling": None}))  # noqa: E731
-    app = App(holder, max_age=int(settings.output.max_age), extra={"healthz": health})
+    app = App(holder, max_age=int(settings.output.max_age), extra={"healthz": health}, search=publisher.search_page)
     server = WebServer(app, settings.http)
     stop = threading.Event()
 
@@ -266,6 +266,7 @@ class Service:
             self.holder,
             max_age=int(settings.output.max_age),
             extra={"healthz": self._healthz, "metrics": self._metrics_body},
+            search=lambda text: self.publisher.search_page(text),  # the current publisher, after reloads too
         )
         self.web = WebServer(app, settings.http)
         self.started = time.time()

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from urllib.parse import parse_qs
 
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
@@ -54,7 +55,8 @@ _ALIASES = {
     "opml": "opml",
     "subscriptions.opml": "opml",
 }
-_SAFE_PATH = re.compile(r"^(?:latest|tags/[^/]+)\.(?:atom|rss|json)$")
+_SAFE_PATH = re.compile(r"^(?:latest|tags/[^/]+|search/[^/]+)\.(?:atom|rss|json|html)$")
+MAX_QUERY_STRING = 2000  # bytes of a search box request's query string
 NOT_FOUND = (
     b'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Not found</title></head>'
     b'<body><h1>Not found</h1><p>Nothing here. The feeds are at <a href="/latest.atom">/latest.atom</a>, '
@@ -139,11 +141,15 @@ class App:
         snapshots: SnapshotHolder,
         max_age: int = 300,
         extra: dict[str, Callable[[], tuple[int, str, bytes]]] | None = None,
+        search: Callable[[str], tuple[int, bytes]] | None = None,
     ):
         self.snapshots = snapshots
         self.max_age = max_age
         # Dynamic endpoints (/healthz, /metrics): path -> () -> (status, content type, body)
         self.extra = extra or {}
+        # The search box: query text -> (status, HTML page); the only request that reads the database,
+        # bounded in time and size by whoever provides it.
+        self.search = search
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         method = str(environ.get("REQUEST_METHOD", "GET"))
@@ -164,11 +170,28 @@ class App:
             return _respond(
                 environ, start_response, f"{status} {reason}", content_type, body, [("Cache-Control", "no-store")]
             )
+        if key == "search" and self.search is not None:
+            return self._search(environ, start_response)
         key = _ALIASES.get(key, key)
         document = self.snapshots.get().get(key) if key in _ALIASES.values() or _SAFE_PATH.match(key) else None
         if document is None:
             return _respond(environ, start_response, "404 Not Found", "text/html; charset=utf-8", NOT_FOUND)
         return self._document(environ, start_response, document)
+
+    def _search(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        assert self.search is not None
+        raw = str(environ.get("QUERY_STRING", ""))[:MAX_QUERY_STRING]
+        query = " ".join(parse_qs(raw, max_num_fields=10).get("q", [""])[:1])
+        status, body = self.search(query)
+        reason = {200: "OK", 400: "Bad Request", 503: "Service Unavailable"}.get(status, "OK")
+        return _respond(
+            environ,
+            start_response,
+            f"{status} {reason}",
+            "text/html; charset=utf-8",
+            body,
+            [("Cache-Control", "no-store")] + ([("Retry-After", "5")] if status == 503 else []),
+        )
 
     def _document(self, environ: Environ, start_response: StartResponse, document: Document) -> Iterable[bytes]:
         headers = [

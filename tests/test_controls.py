@@ -255,3 +255,39 @@ def test_full_text_is_read_once_per_article_and_a_failure_keeps_the_summary(ws: 
     ws.poll_all()
     assert len(server.requests_for("/article")) == 1 and len(server.requests_for("/gone")) == 1  # once each
     assert expected in _articles(ws)["Read the whole thing"]["content"]  # an edit keeps the extracted text
+
+
+def test_the_search_box_answers_over_http_within_limits(ws: Workspace, server: FeedServer) -> None:
+    import http.client
+    from urllib.parse import quote
+
+    from tests.daemon import Daemon
+
+    items = [Item(title="Erbil airport reopens", link="http://k.example/1", guid="k1", date=_date(3),
+                  summary="<p>Flights resume.</p>"),
+             Item(title="Market prices rise", link="http://k.example/2", guid="k2", date=_date(1), summary="<p>x</p>")]
+    ws.feeds([server.add("/k", rss(items, title="Kurdish news"))])
+    daemon = Daemon(ws)
+    daemon.start()
+    try:
+        daemon.wait_until(lambda: b"Erbil airport" in daemon.get("/")[1], 15, "the first stories")
+        home = daemon.get("/")[1]
+        assert b'<form class="search" role="search" method="get"' in home
+
+        def ask(query: str) -> tuple[int, bytes]:
+            conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=10)
+            conn.request("GET", "/search?q=" + quote(query))
+            response = conn.getresponse()
+            return response.status, response.read()
+
+        status, body = ask("erbil")
+        assert status == 200 and b"Erbil airport reopens" in body and b"Market prices" not in body
+        status, body = ask('"unclosed')
+        assert status == 400 and b"a phrase is not closed" in body
+        status, body = ask("x" * 5000)
+        assert status == 400 and b"too long" in body
+        status, body = ask("")
+        assert status == 200 and b"Type words to search for." in body
+        assert "Traceback" not in daemon.log
+    finally:
+        assert daemon.stop() == 0

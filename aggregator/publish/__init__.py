@@ -80,6 +80,8 @@ class Snapshot:
         return self.documents.get(path)
 
 
+SEARCH_SECONDS = 2.0  # the database time one search box request may take
+SEARCH_RESULTS = 30
 SOURCE_PATHS = ("feeds", "opml")  # the documents about feeds rather than stories
 # URL path (no leading slash) -> static file, for paths that are not file names.
 STATIC_NAMES = {"": "index.html", "feeds": "feeds/index.html", "opml": "subscriptions.opml"}
@@ -101,6 +103,7 @@ class Publisher:
         self._rendered: dict[str, tuple[str, dict[str, Document]]] = {}
         self.sources_built = float("-inf")
         self._empty = False  # Latest has no stories: the home page shows feed states
+        self._searches = threading.BoundedSemaphore(2)  # search box requests at once
 
     def tag_meta(self, tag: str) -> FeedMeta:
         latest = self.latest_meta
@@ -170,6 +173,35 @@ class Publisher:
             )
         self._empty = not latest
         return documents
+
+    def search_page(self, text: str) -> tuple[int, bytes]:
+        """The search box's answer: an HTML page of the stories matching ``text``
+        (status 400 with the reason for a query that cannot be read, 503 when
+        too many searches run at once). Bounded: the query's length, the
+        number of stories, and the time the database may spend."""
+        from aggregator.query import QueryError, parse
+
+        meta = replace(self.latest_meta, title=f"{self.latest_meta.title}: search", path="search")
+        tags = self.store.tags()
+        if not text.strip():
+            return 200, render_index([], meta, tags, empty_note="Type words to search for.", query="")
+        if not self._searches.acquire(blocking=False):
+            return 503, render_index([], meta, tags, empty_note="Too many searches at once; try again in a moment.")
+        try:
+            query = parse(text)
+            with self.store.time_limit(SEARCH_SECONDS):
+                stories = fit(
+                    self.store.latest(SEARCH_RESULTS, SEARCH_RESULTS, seqs=self.store.search_seqs(query, 300))
+                )
+        except QueryError as exc:
+            return 400, render_index([], meta, tags, empty_note=f"Cannot search for that: {exc}.", query=text)
+        except TimeoutError:
+            return 503, render_index([], meta, tags, empty_note="The search took too long; try fewer or rarer words.",
+                                     query=text)  # fmt: skip
+        finally:
+            self._searches.release()
+        note = "" if stories else "No stored story matches."
+        return 200, render_index(stories, replace(meta, subtitle=f"Stories matching: {text}"), tags, note, text)
 
     def _matches(self, search: SearchSettings) -> list[int]:
         """The newest articles a saved search shows: its query, its tags, its own filters."""

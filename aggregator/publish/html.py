@@ -70,7 +70,19 @@ def _nav(meta: FeedMeta, tags: Sequence[str]) -> str:
     return f"<nav>{' '.join(links)}</nav>" + (f'<p class="meta">Tags: {tag_links}</p>' if tags else "")
 
 
-def render_index(stories: Sequence[Story], meta: FeedMeta, tags: Sequence[str] = (), empty_note: str = "") -> bytes:
+def _search_form(meta: FeedMeta, query: str | None) -> str:
+    """A plain GET form: the search box works without JavaScript."""
+    value = f' value="{_e(query[:200])}"' if query else ""
+    return (
+        f'<form class="search" role="search" method="get" action="{_e(meta.base_url)}search">'
+        f'<input type="search" name="q" maxlength="200" aria-label="Search the stories"{value}> '
+        "<button>Search</button></form>"
+    )
+
+
+def render_index(
+    stories: Sequence[Story], meta: FeedMeta, tags: Sequence[str] = (), empty_note: str = "", query: str | None = None
+) -> bytes:
     items = []
     for story in stories:
         a = story.article
@@ -98,7 +110,8 @@ def render_index(stories: Sequence[Story], meta: FeedMeta, tags: Sequence[str] =
             + f"{also}</article>\n"
         )
     body = (
-        f'<header><h1>{_e(meta.title)}</h1><p class="meta">{_e(meta.subtitle)}</p>{_nav(meta, tags)}</header>\n'
+        f'<header><h1>{_e(meta.title)}</h1><p class="meta">{_e(meta.subtitle)}</p>{_nav(meta, tags)}'
+        f"{_search_form(meta, query)}</header>\n"
         f"<main>\n{''.join(items) or f'<p>No stories yet. {_e(empty_note)}</p>'}</main>\n"
     )
     return _page(meta.title, _discovery_links(meta), body, meta.language)

@@ -81,6 +81,10 @@ class StoreBase(ABC):
     def _writing(self) -> AbstractContextManager[Conn]:
         """One write transaction: committed when the block ends, rolled back on an exception."""
 
+    @abstractmethod
+    def time_limit(self, seconds: float) -> AbstractContextManager[None]:
+        """This thread's reads give up after ``seconds`` (raising TimeoutError): the search box's guard."""
+
     def _hint(self, index: str) -> str:
         """An index hint for engines that take one (SQLite's INDEXED BY)."""
         return ""

@@ -438,6 +438,20 @@ class SQLiteStore(SearchMixin):
             self._slots = FileHostSlots(self.path.with_name(self.path.name + ".hosts"))
         return self._slots
 
+    @contextlib.contextmanager
+    def time_limit(self, seconds: float) -> Iterator[None]:
+        conn = self._reader()
+        end = time.monotonic() + seconds
+        conn.set_progress_handler(lambda: 1 if time.monotonic() > end else 0, 10_000)
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if "interrupted" in str(exc):
+                raise TimeoutError(f"gave up after {seconds:g}s") from None
+            raise
+        finally:
+            conn.set_progress_handler(None, 0)
+
     def _hint(self, index: str) -> str:
         return f" INDEXED BY {index}"
 
