@@ -424,7 +424,13 @@ def html_problems(markup: str, where: str, document: bool = False, own_style: st
                 (tag == "style" and own_style is not None and (el.text or "").strip() == own_style.strip())
                 or (tag == "meta" and set(el.attrib) <= {"charset", "name", "content"}
                     and "http-equiv" not in el.attrib and "refresh" not in (el.get("content") or "").lower())
-                or (tag == "link" and (el.get("rel") or "").lower() == "alternate" and not bad_url(el.get("href"))))
+                or (tag == "link" and (el.get("rel") or "").lower() == "alternate" and not bad_url(el.get("href")))
+                # The page's own search box: a plain GET form to our /search, one text field, one button.
+                or (tag == "form" and el.get("class") == "search" and (el.get("method") or "").lower() == "get"
+                    and (el.get("action") or "").endswith("/search") and not bad_url(el.get("action")))
+                or (tag == "input" and el.get("type") == "search" and el.get("name") == "q"
+                    and not any(k.lower().startswith(("on", "form")) for k in el.attrib))
+                or (tag == "button" and not el.attrib))
             if not allowed_page_parts:
                 problems.append(f"{where}: <{tag}> element {dict(el.attrib)!r}")
         for name, value in el.attrib.items():
@@ -533,7 +539,7 @@ def snapshot_problems(snapshot: Any) -> list[str]:
     problems: list[str] = []
     for path, document in sorted(snapshot.documents.items()):
         body = document.body
-        if path in ("", "feeds"):
+        if path in ("", "feeds") or path.endswith(".html"):
             problems += html_problems(body.decode("utf-8"), f"/{path}", document=True, own_style=_page_style())
         elif path == "opml":
             try:
