@@ -162,7 +162,9 @@ def compile_rules(raw: Any, scope: str) -> RuleSet:
         raise ValueError("expected a mapping with 'block' and/or 'keep' lists")
     unknown = set(raw) - {"block", "keep"}
     if unknown:
-        raise ValueError(f"{sorted(unknown)[0]}: unknown setting (expected block or keep)")
+        first = sorted(unknown, key=str)[0]  # keys may be of any type YAML has: 1, null, a date
+        shown = first if isinstance(first, str) and first.isprintable() else repr(first)
+        raise ValueError(f"{shown}: unknown setting (expected block or keep)")
     lists: dict[str, list[Matcher]] = {"block": [], "keep": []}
     for kind in ("block", "keep"):
         rules = raw.get(kind) or []

@@ -35,6 +35,7 @@ from aggregator.validation import (
     format_errors,
     integer,
     read_yaml,
+    redacted,
     text,
     without_userinfo,
 )
@@ -143,8 +144,12 @@ def _subscription(entry: _FeedEntry, tags: Iterable[str], interval: float | None
 def _entry_label(path: Path, index: int, raw: Any) -> str:
     label = f"{path}: feed #{index + 1}"
     if isinstance(raw, dict) and isinstance(raw.get("url"), str):
-        public = without_userinfo(raw["url"][:200])[0]
-        label += f" ({public})"
+        url = raw["url"][:200]
+        try:
+            public = without_userinfo(url)[0]
+        except ValueError:  # not even a URL (an unclosed [ of an IPv6 host, say): its own error says so
+            public = redacted(url)
+        label += f" ({public})" if public.isprintable() else f" ({public!r})"
     return label
 
 

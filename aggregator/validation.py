@@ -39,13 +39,19 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s" if seconds >= 1 else f"{seconds * 1000:g}ms"
 
 
+def _finite(value: int | float) -> bool:
+    """Whole numbers are finite however large; math.isfinite would raise
+    OverflowError converting one of 400 digits to a float."""
+    return isinstance(value, int) or math.isfinite(value)
+
+
 def parse_duration(value: Any) -> float:
     """'90s', '15m', '2h', '1d' -> seconds. The unit is required: a bare
     ``30`` could mean seconds or minutes, so it is refused with a hint."""
     if isinstance(value, bool) or value is None:
         raise ValueError(f"expected {DURATION_HINT}, got {value!r}")
     if isinstance(value, int | float):
-        example = f"{value:g}" if math.isfinite(value) else "30"
+        example = f"{value:g}" if _finite(value) and abs(value) < 1e15 else "30"
         raise ValueError(f"expected {DURATION_HINT}, got {value!r} (add a unit: {example}s or {example}m?)")
     text = str(value)
     match = _DURATION.fullmatch(text) if len(text) < 40 else None
@@ -62,7 +68,7 @@ def parse_size(value: Any) -> int:
     if isinstance(value, bool) or value is None:
         raise ValueError(f"expected a size like 512KB or 10MB, got {value!r}")
     if isinstance(value, int | float):
-        if not math.isfinite(value) or value != int(value):
+        if not _finite(value) or value != int(value):
             raise ValueError(f"expected a size like 512KB or 10MB, got {value!r}")
         if value > 10**15:
             raise ValueError(f"expected a size like 512KB or 10MB, got {value!r} (too large)")
@@ -131,7 +137,7 @@ def number(low: float, high: float, low_open: bool = False) -> Callable[[Any], f
     """Validator: a finite number within [low, high] (``low_open``: low itself excluded)."""
 
     def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
             raise ValueError(f"expected a number from {low:g} to {high:g}, got {value!r}")
         if value > high or value < low or (low_open and value == low):
             bound = f"more than {low:g} and at most {high:g}" if low_open else f"from {low:g} to {high:g}"
@@ -225,27 +231,35 @@ def valid_host(host: str) -> bool:
     return bool(_DNS_NAME.fullmatch(host)) and not re.fullmatch(r"[\d.]+", host)
 
 
+def redacted(url: str) -> str:
+    """A URL as an error message quotes it: without its user:password@."""
+    return re.sub(r"//[^/?#]*@", "//", url)
+
+
 def _http_url(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
     result = value.strip()
+    shown = redacted(value)
     try:
         parts = urlsplit(result)
         host = parts.hostname
+    except ValueError:  # an unclosed [ of an IPv6 host, or a host that NFKC makes invalid
+        raise ValueError(f"expected a valid URL in {shown!r}") from None
+    try:
         port = parts.port
-    except ValueError as exc:
-        problem = "a port number from 1 to 65535" if "port" in str(exc).lower() else "a valid URL"
-        raise ValueError(f"expected {problem} in {value!r}") from None
+    except ValueError:  # not a number, or out of range
+        raise ValueError(f"expected a port number from 1 to 65535 in {shown!r}") from None
     if parts.scheme.lower() not in ("http", "https") or not host:
-        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        raise ValueError(f"expected an http:// or https:// URL, got {shown!r}")
     if len(result) > MAX_URL:
         raise ValueError(f"expected a URL of at most {MAX_URL} characters, got {len(result)}")
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in result):
-        raise ValueError(f"expected a URL without spaces or control characters, got {value!r}")
+        raise ValueError(f"expected a URL without spaces or control characters, got {shown!r}")
     if port == 0:
-        raise ValueError(f"expected a port number from 1 to 65535 in {value!r}")
+        raise ValueError(f"expected a port number from 1 to 65535 in {shown!r}")
     if not valid_host(host):
-        raise ValueError(f"expected a valid host name in {value!r}")
+        raise ValueError(f"expected a valid host name in {shown!r}")
     return result
 
 
@@ -287,11 +301,26 @@ def known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields)
 
 
+MAX_MESSAGE = 300  # characters of one error's message: it quotes what it got, never a whole 100 KB value
+
+
+def _loc_part(part: int | str) -> str:
+    """A key as an error line names it: quoted when it is not plain text, so that
+    a key holding a line break or a colon cannot forge a line of its own."""
+    if isinstance(part, int) or (part and part.isprintable() and part.strip() == part and ":" not in part):
+        return str(part)[:100]
+    return repr(part[:100])
+
+
 def format_errors(where: str, error: ValidationError, model: type[BaseModel]) -> str:
     lines = []
     for item in error.errors():
-        loc = ".".join(str(p) for p in item["loc"])
+        loc = ".".join(_loc_part(p) for p in item["loc"])
         msg = item["msg"].removeprefix("Value error, ")
+        if len(msg) > MAX_MESSAGE:
+            msg = msg[: MAX_MESSAGE - 1] + "…"
+        if not msg.isprintable():  # a key or value quoted as it was written: one line, always
+            msg = "".join(c if c.isprintable() else repr(c)[1:-1] for c in msg)
         if item["type"] == "extra_forbidden":
             known = known_keys(model, tuple(item["loc"]))
             msg = "unknown setting" + (f" (expected one of: {', '.join(known)})" if known else "")
@@ -365,5 +394,9 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date or number libyaml cannot build
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    except (LookupError, AttributeError) as exc:
+        # PyYAML's constructors for explicit tags trust the text: `!!bool maybe`
+        # raises KeyError, `!!int ''` IndexError, `!!timestamp x` AttributeError.
+        raise ConfigError(f"{path}: invalid YAML: a value does not fit its !!tag ({type(exc).__name__})") from None
     finally:
         loader.dispose()

@@ -191,3 +191,66 @@ def test_append_feed_keeps_existing_entries(tmp_path: Path) -> None:
     subs = load_subscriptions(tmp_path / "feeds")
     assert [(s.url, s.tags) for s in subs.feeds] == [
         ("https://a.example/feed", ("x",)), ("https://b.example/feed", ("x", "world-news"))]
+
+
+# --- defects found by tests/test_fuzz_config.py, kept as regular tests -----------------------------
+
+
+@pytest.mark.parametrize("text", ["filters: {1: x, a: y}\n", "filters: {null: x, a: y}\n",
+                                  "tags: {world: {filters: {2026-01-01: x, block: []}}}\n"])
+def test_filter_keys_of_mixed_types_are_an_error_not_a_crash(tmp_path: Path, text: str) -> None:
+    # sorted() over {1, "a"} raised TypeError out of the loader
+    assert "unknown setting (expected block or keep)" in config_error(tmp_path, text)
+
+
+@pytest.mark.parametrize("value,error", [("!!bool maybe", "KeyError"), ("!!int ''", "IndexError"),
+                                         ("!!float ''", "IndexError"), ("!!timestamp x", "AttributeError")])
+def test_a_value_that_does_not_fit_its_yaml_tag_is_an_error(tmp_path: Path, value: str, error: str) -> None:
+    # PyYAML's constructors raised these out of read_yaml: every command crashed
+    assert config_error(tmp_path, f"polling:\n  adaptive: {value}\n") == (
+        f"config.yaml: invalid YAML: a value does not fit its !!tag ({error})")
+    write(tmp_path / "feeds/a.yaml", f"feeds:\n  - {{url: https://a.example/, enabled: {value}}}\n")
+    write(tmp_path / "feeds/b.yaml", "feeds:\n  - https://b.example/\n")
+    subs = load_subscriptions(tmp_path / "feeds")
+    assert [s.url for s in subs.feeds] == ["https://b.example/"] and "a.yaml: invalid YAML" in subs.errors[0]
+
+
+@pytest.mark.parametrize("setting,expected", [
+    ("retention: {days: 1%s}", "retention.days: expected a number more than 0 and at most 36500"),
+    ("polling: {interval: 1%s}", "polling.interval: expected a duration like 90s, 15m, 2h or 1d, got 1000"),
+    ("polling: {max_bytes: 1%s}", "polling.max_bytes: expected a size like 512KB or 10MB, got 1000"),
+    ("polling: {jitter: -1%s}", "polling.jitter: expected a number from 0 to 0.5"),
+])  # fmt: skip
+def test_a_whole_number_too_large_for_a_float_is_an_error(tmp_path: Path, setting: str, expected: str) -> None:
+    # math.isfinite(10**400) raised OverflowError
+    assert expected in config_error(tmp_path, setting % ("0" * 400))
+
+
+def test_an_error_line_is_one_line_whatever_the_key(tmp_path: Path) -> None:
+    # A key holding U+0085, U+2028 or \x1e (line breaks to str.splitlines and
+    # to many log readers) forged a line of its own in the error output.
+    for key in ("\\x85", "\\u2028", "\\x1e", "a\\nb"):
+        message = config_error(tmp_path, f'polling: {{"{key}": 1}}\n')
+        assert len(message.splitlines()) == 1, message
+        assert message.startswith("config.yaml: polling.'") and "unknown setting" in message
+    message = config_error(tmp_path, 'filters: {"\\x85": x}\n')
+    assert len(message.splitlines()) == 1 and "'\\x85': unknown setting" in message
+
+
+def test_an_error_quoting_a_huge_value_is_cut(tmp_path: Path) -> None:
+    message = config_error(tmp_path, "http: {base_url: '" + "x" * 100_000 + "'}\n")
+    assert message.startswith("config.yaml: http.base_url: expected an http:// or https:// URL, got 'xxx")
+    assert len(message) < 400 and message.endswith("…")
+
+
+def test_an_entry_whose_url_is_not_even_a_url_is_reported_and_the_others_load(tmp_path: Path) -> None:
+    # The error label split the URL to hide credentials: urlsplit raised
+    # ValueError on an unclosed IPv6 bracket, and the whole load with it.
+    # The message itself quoted the URL with its password.
+    write(tmp_path / "feeds/a.yaml",
+          'feeds:\n  - url: "http://user:secret@[::1/x"\n  - https://a.example/feed\n  - url: "https://b.example/\\u2028x"\n')
+    subs = load_subscriptions(tmp_path / "feeds")
+    assert [s.url for s in subs.feeds] == ["https://a.example/feed"]
+    assert len(subs.errors) == 2 and "secret" not in subs.errors[0], subs.errors  # nor in the message
+    assert "feed #1 (http://[::1/x): url: expected a valid URL in" in subs.errors[0]
+    assert "feed #3 ('https://b.example/\\u2028x'): url:" in subs.errors[1] and len(subs.errors[1].splitlines()) == 1
