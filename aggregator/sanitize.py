@@ -61,6 +61,13 @@ _WORDPRESS_FEED = "feeds.wordpress.com/"
 def _cleaner(base: str | None) -> nh3.Cleaner:
     # One cleaner per base URL: building one is the expensive part, and feeds
     # use a handful of bases (usually just the feed's own URL).
+    try:
+        return _new_cleaner(base)
+    except ValueError:  # a base ammonia cannot resolve against ("//host/x", a lone surrogate): no relative links
+        return _new_cleaner(None)
+
+
+def _new_cleaner(base: str | None) -> nh3.Cleaner:
     return nh3.Cleaner(
         tags=_TAGS,
         clean_content_tags=_CLEAN_CONTENT_TAGS,

@@ -8,15 +8,20 @@ import io
 import json
 import re
 import xml.dom.minidom
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import feedparser
 import html5lib
 import pytest
 
-from aggregator.model import utcnow
+from aggregator.model import Article, Author, Source, Story, utcnow
 from aggregator.publish import Publisher, Snapshot, write_static
+from aggregator.publish.atom import render_atom
+from aggregator.publish.common import FeedMeta, fit
+from aggregator.publish.jsonfeed import render_json
+from aggregator.publish.rss import render_rss
 from tests.conftest import Workspace
 from tests.feedgen import Item, atom, jsonfeed, rss, story
 from tests.fixture_server import FeedServer
@@ -310,3 +315,51 @@ def test_outputs_follow_their_specifications(ws: Workspace, newsroom: dict[str, 
         assert all(k.startswith("_") or k in {"id", "url", "external_url", "title", "content_html", "content_text",
                                                "summary", "image", "banner_image", "date_published", "date_modified",
                                                "authors", "tags", "language", "attachments"} for k in item)
+
+
+# --- defects found by tests/test_fuzz_render.py, kept as regular tests -----------------------------
+
+def _story(**fields: object) -> Story:
+    article = Article(id="tag:news.example,2026:1", feed_id="f", entry_key="k", guid=None, url="https://a.example/1",
+                      canonical_url=None, title="T", authors=(), summary=None, content=None, categories=(),
+                      enclosures=(), image=None, language=None, published_at=None, updated_at=None,
+                      first_seen_at=datetime(2026, 6, 1, tzinfo=UTC), content_hash="h")
+    article = replace(article, **{k: v for k, v in fields.items() if k != "source_title"})
+    source = Source(feed_id="f", title=str(fields.get("source_title", "S")), feed_url="https://a.example/feed",
+                    site_url=None, updated_at=None)
+    return Story(article=article, source=source)
+
+
+def _render(stories: list[Story]) -> dict[str, bytes]:
+    meta = FeedMeta(title="Latest", subtitle="s", id="tag:news.example,2026:latest", base_url="https://n.example/",
+                    path="latest")
+    fitted = fit(stories)
+    return {"atom": render_atom(fitted, meta), "rss": render_rss(fitted, meta), "json": render_json(fitted, meta)}
+
+
+@pytest.mark.parametrize("url", ["//a.example/story", "https://a.example/\ud800"])
+def test_a_long_body_is_cut_whatever_the_articles_url(url: str) -> None:
+    # fit() re-cleans a body cut at its cap against the article's URL; ammonia
+    # refused a protocol-relative or surrogate-holding base with ValueError,
+    # and publishing stopped.
+    documents = _render([_story(url=url, content="<p><a href='/x'>a</a> " + "word " * 30_000 + "</p>")])
+    entry = feedparser.parse(documents["atom"]).entries[0]
+    assert len(entry.content[0].value) < 110_000 and "word word" in entry.content[0].value
+
+
+def test_a_lone_surrogate_in_any_field_is_dropped_from_the_json_feed() -> None:
+    # json.dumps(ensure_ascii=False) keeps it; encoding the document raised UnicodeEncodeError.
+    story = _story(title="a\ud800b", authors=(Author(name="\udfffWriter"),), categories=("x\ud800",),
+                   source_title="S\ud800")
+    item = json.loads(_render([story])["json"])["items"][0]
+    assert item["title"] == "ab" and item["authors"] == [{"name": "Writer"}] and item["tags"] == ["x"]
+    assert item["_source"]["title"] == "S"
+
+
+def test_an_id_with_a_carriage_return_is_the_same_in_every_format() -> None:
+    # An XML parser reads a bare CR as a line feed: Atom and RSS said "a\nb" where JSON said "a\rb".
+    documents = _render([_story(id="tag:x,2026:a\rb")])
+    assert feedparser.parse(documents["atom"]).entries[0].id == "tag:x,2026:a\rb"
+    assert xml.dom.minidom.parseString(documents["rss"]).getElementsByTagName("guid")[0].firstChild.data == (
+        "tag:x,2026:a\rb")
+    assert json.loads(documents["json"])["items"][0]["id"] == "tag:x,2026:a\rb"

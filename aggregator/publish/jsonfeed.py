@@ -23,12 +23,18 @@ def render_json(stories: Sequence[Story], meta: FeedMeta) -> bytes:
         feed["language"] = meta.language
     feed["items"] = [_item(story) for story in stories]
     # No indent: with indent, json uses its pure-Python encoder (several times slower).
-    return (json.dumps(feed, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    document = json.dumps(feed, ensure_ascii=False, separators=(",", ":")) + "\n"
+    try:
+        return document.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate in a stored field has no UTF-8 form: dropped, as the
+        # XML outputs drop it (JSON escapes every other control character).
+        return strip_control(document).encode("utf-8")
 
 
 def _item(story: Story) -> dict[str, Any]:
     a = story.article
-    item: dict[str, Any] = {"id": a.id}
+    item: dict[str, Any] = {"id": strip_control(a.id)}  # the id Atom and RSS carry
     if a.url:
         item["url"] = a.url
     item["title"] = strip_control(a.title)

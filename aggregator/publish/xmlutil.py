@@ -13,7 +13,9 @@ def text(value: object) -> str:
     """Element content."""
     if value is None:
         return ""
-    return strip_control(str(value)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    out = strip_control(str(value)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    # A parser reads a bare CR as a line feed (XML 1.0 2.11): escaped, an id with one survives as it was.
+    return out.replace("\r", "&#13;") if "\r" in out else out
 
 
 def attr(value: object) -> str:
