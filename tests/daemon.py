@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+import psutil
 
 from tests.conftest import Workspace, free_port
 
@@ -20,8 +24,12 @@ FAST_POLLING = {
 
 
 class Daemon:
-    def __init__(self, ws: Workspace, **polling: object):
+    def __init__(self, ws: Workspace, new_session: bool = False, **polling: object):
+        """``new_session``: the daemon leads a process group of its own, so that
+        its processes (parser workers, the forkserver) are known by group id
+        (see ``group``) rather than by what they are called."""
         self.ws = ws
+        self.new_session = new_session
         self.port = free_port()
         ws.write_config(http={"port": self.port, "base_url": f"http://127.0.0.1:{self.port}/"},
                         polling={**FAST_POLLING, **polling}, output={"debounce": "0.3s", "dir": "public"})
@@ -31,7 +39,8 @@ class Daemon:
     def start(self, wait: bool = True) -> "Daemon":
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "aggregator", "run", "--config", str(self.ws.config_path)],
-                                     stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                     start_new_session=self.new_session)
         log.close()
         if wait:
             self.wait_until(lambda: self.get("/healthz")[0] == 200, 30, "the daemon to become healthy")
@@ -52,6 +61,34 @@ class Daemon:
         except OSError:
             return 0, b""
 
+    def health(self) -> dict[str, Any]:
+        """/healthz as JSON ({} when it does not answer)."""
+        status, body = self.get("/healthz")
+        return json.loads(body) if status in (200, 503) and body else {}
+
+    def last_dispatch(self) -> float:
+        """When the dispatcher last ran (time.time(), from /metrics); 0 before its first tick."""
+        match = re.search(rb"^aggregator_last_dispatch_timestamp_seconds (\S+)$", self.get("/metrics")[1], re.M)
+        return float(match.group(1)) if match else 0.0
+
+    def wait_for_dispatch_after(self, moment: float, seconds: float = 10) -> None:
+        """Until the dispatcher has run at a time (time.time()) after ``moment``:
+        whatever was due by then has been handed to a worker."""
+        self.wait_until(lambda: self.last_dispatch() > moment, seconds, f"a dispatcher tick after {moment:.1f}")
+
+    def group(self) -> list[psutil.Process]:
+        """The live processes of the daemon's process group (``new_session``):
+        itself and every process it started, however they are named."""
+        assert self.new_session and self.proc is not None
+        members = []
+        for process in psutil.process_iter(["status"]):
+            try:
+                if os.getpgid(process.pid) == self.proc.pid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                    members.append(process)
+            except (ProcessLookupError, psutil.Error):
+                continue  # gone meanwhile
+        return members
+
     def wait_until(self, condition: Callable[[], bool], seconds: float, what: str) -> float:
         """Wait for condition; returns how long it took."""
         started = time.monotonic()
@@ -60,7 +97,7 @@ class Daemon:
                 raise AssertionError(f"the daemon exited ({self.proc.returncode}) while waiting for {what}:\n{self.log[-3000:]}")
             if condition():
                 return time.monotonic() - started
-            time.sleep(0.1)
+            time.sleep(0.1)  # the polling interval of the condition
         raise AssertionError(f"timed out after {seconds}s waiting for {what}\n{self.log[-3000:]}")
 
     def signal(self, sig: signal.Signals) -> None:

@@ -116,7 +116,7 @@ def test_temporary_redirect_is_not_permanent(server: FeedServer) -> None:
 
 def test_read_timeout_and_total_deadline(server: FeedServer) -> None:
     def silent(h: Handler) -> None:
-        time.sleep(4)
+        time.sleep(4)  # the server's own silence, not a test waiting for an event
 
     def trickle(h: Handler) -> None:
         h.send_response(200)
@@ -126,7 +126,7 @@ def test_read_timeout_and_total_deadline(server: FeedServer) -> None:
         for _ in range(1000):
             h.wfile.write(b" ")
             h.wfile.flush()
-            time.sleep(0.3)
+            time.sleep(0.3)  # the server's own slowness
 
     server.add("/silent", handler=silent)
     server.add("/trickle", handler=trickle)

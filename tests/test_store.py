@@ -137,8 +137,36 @@ def test_two_writers_wait_for_each_other(ws: Workspace) -> None:
     assert ws.store.get_meta("a49") == "49" and ws.store.get_meta("b49") == "49"
 
 
-def test_integrity_check(ws: Workspace) -> None:
+def test_integrity_check_finds_an_index_out_of_step_with_its_table(ws: Workspace, server: FeedServer) -> None:
+    """Every `integrity_check() == "ok"` after a crash (tests/test_crash.py,
+    test_daemon.py) and `db check` rely on it finding damage: a row changed
+    behind an index's back (the index hidden from the schema meanwhile) is
+    found, and the index named."""
+    url = server.add("/feed", rss([story(n) for n in range(50)]))
+    ws.feeds([url])
+    ws.poll_url(url)
     assert ws.store.integrity_check() == "ok"
+    ws.close()
+    path = ws.config().database_path
+    conn = sqlite3.connect(path, isolation_level=None)
+    name, table, root, sql = conn.execute(
+        "SELECT name, tbl_name, rootpage, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'articles'"
+        " AND sql IS NOT NULL AND name LIKE '%canonical%'").fetchone()
+    conn.execute("PRAGMA writable_schema = ON")
+    conn.execute("DELETE FROM sqlite_master WHERE name = ?", (name,))
+    conn.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("UPDATE articles SET canonical_url = 'https://changed.example/' WHERE rowid = (SELECT MIN(rowid) FROM articles)")
+    conn.execute("PRAGMA writable_schema = ON")
+    conn.execute("INSERT INTO sqlite_master (type, name, tbl_name, rootpage, sql) VALUES ('index', ?, ?, ?, ?)",
+                 (name, table, root, sql))
+    conn.close()
+    store = Store(path)
+    try:
+        report = store.integrity_check()
+    finally:
+        store.close()
+    assert report != "ok" and name in report, report
 
 
 def test_latest_by_feed_and_by_scan_agree(ws: Workspace, server: FeedServer) -> None:
