@@ -22,7 +22,7 @@ from aggregator.publish.atom import render_atom
 from aggregator.publish.common import FeedMeta, fit
 from aggregator.publish.jsonfeed import render_json
 from aggregator.publish.rss import render_rss
-from tests.conftest import Workspace
+from tests.conftest import Workspace, run_cli
 from tests.feedgen import Item, atom, jsonfeed, rss, story
 from tests.fixture_server import FeedServer
 
@@ -363,3 +363,64 @@ def test_an_id_with_a_carriage_return_is_the_same_in_every_format() -> None:
     assert xml.dom.minidom.parseString(documents["rss"]).getElementsByTagName("guid")[0].firstChild.data == (
         "tag:x,2026:a\rb")
     assert json.loads(documents["json"])["items"][0]["id"] == "tag:x,2026:a\rb"
+
+
+# --- `aggregator publish --out DIR` ------------------------------------------------------------------
+
+def _files(out: Path) -> dict[str, tuple[int, int]]:
+    """Every file under out: (inode, mtime). A file replaced by rename gets a new inode."""
+    return {str(p.relative_to(out)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+
+
+def test_publish_out_writes_atomically_only_what_changed_and_removes_stale_files(ws: Workspace, server: FeedServer,
+                                                                                 tmp_path: Path) -> None:
+    world = server.add("/world", rss([story(1, title="Kurdistan talks"), story(2)], title="World"))
+    sport = server.add("/sport", rss([story(1, site="http://sport.example", title="Match report")], title="Sport"))
+    ws.feeds([{"url": world, "tags": ["world"]}, {"url": sport, "tags": ["sport"]}])
+    ws.write_config(searches=[{"name": "kurdistan", "query": "kurdistan"}])
+    ws.poll_all()
+    ws.close()
+    out = tmp_path / "site"
+
+    def publish_cli() -> str:
+        proc = run_cli("publish", "--out", str(out), "--config", str(ws.config_path))
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+        return proc.stdout
+
+    said = publish_cli()
+    first = _files(out)
+    for name in ("latest.atom", "latest.rss", "latest.json", "index.html", "tags/world.atom", "tags/sport.rss",
+                 "search/kurdistan.atom", "search/kurdistan.json"):
+        assert name in first, sorted(first)
+    assert re.fullmatch(rf"Published (\d+) documents to {re.escape(str(out))}: \1 changed \(.*\)\n", said), said
+    assert not feedparser.parse((out / "latest.atom").read_bytes()).bozo
+    assert [e.title for e in feedparser.parse((out / "search/kurdistan.atom").read_bytes()).entries] == [
+        "Kurdistan talks"]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+    # Nothing changed: nothing written, not even touched.
+    assert publish_cli().endswith(": 0 changed\n")
+    assert _files(out) == first
+
+    # One feed changes: its files and the merged ones are replaced (a new inode: renamed over,
+    # never rewritten in place, so a reader sees the old file or the new one); the rest are left alone.
+    server.update("/sport", body=rss([story(3, site="http://sport.example", title="Late goal"),
+                                      story(1, site="http://sport.example", title="Match report")], title="Sport"))
+    ws.poll_url(sport)
+    ws.close()
+    said = publish_cli()
+    second = _files(out)
+    changed = {name for name in second if second[name] != first.get(name)}
+    assert {"latest.atom", "latest.rss", "latest.json", "tags/sport.atom", "tags/sport.rss"} <= changed, changed
+    assert all(second[name][0] != first[name][0] for name in changed & set(first))  # replaced by rename
+    assert not {"tags/world.atom", "tags/world.rss", "tags/world.json", "search/kurdistan.atom"} & changed
+    assert f": {len(changed)} changed" in said and b"Late goal" in (out / "tags/sport.atom").read_bytes()
+
+    # A tag and a saved search that are gone take their files with them; other files there stay.
+    (out / "tags" / "notes.txt").write_text("not ours")
+    ws.feeds([{"url": world, "tags": ["world"]}, {"url": sport}])
+    ws.write_config(searches=[])
+    publish_cli()
+    third = _files(out)
+    assert not [name for name in third if name.startswith(("tags/sport.", "search/kurdistan."))], sorted(third)
+    assert "tags/world.atom" in third and "tags/notes.txt" in third
