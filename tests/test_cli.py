@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 
 from aggregator.model import Outcome
-from tests.conftest import CORPUS, Workspace, run_cli
-from tests.feedgen import atom, rss, story
+from tests.conftest import Workspace, run_cli
+from tests.feedgen import atom, jsonfeed, rss, story
 from tests.fixture_server import FeedServer
 
 JSON_FIELDS = {"id", "feed_url", "guid", "url", "canonical_url", "title", "authors", "published_at", "updated_at",
@@ -89,7 +89,7 @@ def test_feeds_add_with_autodiscovery(ws: Workspace, server: FeedServer) -> None
 
 
 def test_feeds_add_direct_feed_to_chosen_file(ws: Workspace, server: FeedServer) -> None:
-    feed = server.add("/feed.json", (CORPUS / "inessential.json").read_bytes(), content_type="application/feed+json")
+    feed = server.add("/feed.json", jsonfeed([story(1)]), content_type="application/feed+json")
     target = ws.root / "feeds" / "blogs.yaml"
     run_cli("feeds", "add", feed, "--file", str(target), "--config", str(ws.config_path), check=True)
     assert yaml.safe_load(target.read_text()) == {"feeds": [{"url": feed}]}

@@ -16,7 +16,8 @@ from aggregator.model import Outcome
 from tests.conftest import CORPUS, Workspace
 from tests.fixture_server import FeedServer
 
-FILES = sorted(p for p in CORPUS.iterdir() if p.name not in ("MANIFEST.tsv", "README.md"))
+pytestmark = pytest.mark.corpus
+FILES = sorted(p for p in CORPUS.iterdir() if p.name not in ("MANIFEST.tsv", "README.md")) if CORPUS else []
 
 
 def manifest() -> dict[str, dict[str, str]]:
