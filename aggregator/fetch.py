@@ -24,6 +24,7 @@ import ipaddress
 import logging
 import re
 import socket
+import ssl
 import threading
 import time
 import zlib
@@ -423,26 +424,41 @@ class Fetcher:
             _context.value = None
 
     def _classify(self, exc: BaseException, ctx: _FetchContext) -> tuple[Outcome, str]:
+        """What went wrong, from the types of the exception and of what caused
+        it (requests wraps urllib3, which wraps the socket's OSError); the
+        message text is only shown, never matched."""
         if ctx.expired:
             return Outcome.TIMEOUT, f"total deadline of {self.limits.deadline:g}s exceeded"
-        text = _root_cause(exc)
-        if isinstance(exc, (requests.exceptions.Timeout, socket.timeout, TimeoutError)) or "timed out" in text:
-            if isinstance(exc, requests.exceptions.ConnectTimeout):
-                return Outcome.TIMEOUT, f"connect timeout ({self.limits.connect_timeout:g}s)"
-            return Outcome.TIMEOUT, f"read timeout: no data for {self.limits.read_timeout:g}s"
-        if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema)):
-            return Outcome.CONNECTION, f"invalid URL: {text}"
-        if (
-            "Name or service not known" in text
-            or "nodename nor servname" in text
-            or "getaddrinfo failed" in text
-            or "Temporary failure in name resolution" in text
-            or "No address associated" in text
-        ):
+        chain = _causes(exc)
+
+        def caused_by(*kinds: type[BaseException]) -> bool:
+            return any(isinstance(e, kinds) for e in chain)
+
+        if caused_by(socket.gaierror, urllib3.exceptions.NameResolutionError):
             return Outcome.CONNECTION, "DNS lookup failed: host not found"
-        if "Connection refused" in text:
+        if caused_by(ConnectionRefusedError):
             return Outcome.CONNECTION, "connection refused"
-        if isinstance(exc, requests.exceptions.SSLError):
+        # urllib3's NewConnectionError (refused, unreachable...) subclasses its ConnectTimeoutError for
+        # compatibility's sake: no timeout, whatever its class says.
+        timeouts = [e for e in chain if not isinstance(e, urllib3.exceptions.NewConnectionError)]
+        if any(
+            isinstance(e, requests.exceptions.ConnectTimeout | urllib3.exceptions.ConnectTimeoutError) for e in timeouts
+        ):
+            return Outcome.TIMEOUT, f"connect timeout ({self.limits.connect_timeout:g}s)"
+        if any(
+            isinstance(e, requests.exceptions.Timeout | urllib3.exceptions.TimeoutError | TimeoutError)
+            for e in timeouts
+        ):
+            return Outcome.TIMEOUT, f"read timeout: no data for {self.limits.read_timeout:g}s"
+        text = _root_cause(exc)
+        if caused_by(
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+            urllib3.exceptions.LocationParseError,
+        ):
+            return Outcome.CONNECTION, f"invalid URL: {text}"
+        if caused_by(requests.exceptions.SSLError, ssl.SSLError):
             return Outcome.CONNECTION, f"TLS error: {text}"
         return Outcome.CONNECTION, f"connection failed: {text}"
 
@@ -649,7 +665,27 @@ def _release(response: requests.Response) -> None:
     response.close()
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what caused it, outermost first (a cycle ends the walk).
+    urllib3 keeps what it wraps in ``reason`` (MaxRetryError), requests in the
+    first argument: both are followed too."""
+    chain: list[BaseException] = []
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if any(current is seen for seen in chain):
+            continue
+        chain.append(current)
+        reason = getattr(current, "reason", None)
+        wrapped = current.args[0] if current.args else None
+        for nxt in (current.__cause__ or current.__context__, reason, wrapped):
+            if isinstance(nxt, BaseException):
+                pending.append(nxt)
+    return chain
+
+
 def _root_cause(exc: BaseException) -> str:
+    """The innermost exception's message, cleaned up for a person to read."""
     seen = set()
     while exc.__cause__ is not None or exc.__context__ is not None:
         if id(exc) in seen:

@@ -41,7 +41,10 @@ log = logging.getLogger(__name__)
 # feedparser resolves an RSS <guid> without isPermaLink="false" against the
 # document URL, turning opaque ids such as "12345" into invented URLs that
 # change whenever the feed moves. Identity must not depend on where we
-# fetched from, so ids are taken exactly as written.
+# fetched from, so ids are taken exactly as written. No option of
+# feedparser.parse() covers it (resolve_relative_uris is about links inside
+# HTML; _FeedParserMixin.pop resolves ids whatever it says): the set is a
+# class attribute, so the class attribute is patched.
 feedparser.mixin._FeedParserMixin.can_be_relative_uri = feedparser.mixin._FeedParserMixin.can_be_relative_uri - {"id"}
 
 

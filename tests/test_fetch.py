@@ -6,10 +6,15 @@ from __future__ import annotations
 from typing import Iterator
 
 import gzip
+import socket
+import ssl
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import pytest
+import requests
+import urllib3
 
 from aggregator import __version__
 from aggregator.fetch import Fetcher, FetchLimits, parse_max_age, parse_retry_after
@@ -313,3 +318,43 @@ def test_a_broken_document_is_fetched_again_not_forgotten_behind_a_304(ws: Works
     assert ws.feed(url).error_count == 2
     server.update("/feed", body=rss([story(1)]), etag='"fixed"', content_type="application/rss+xml")
     assert ws.poll_url(url).outcome is Outcome.OK and ws.feed(url).error_count == 0
+
+
+# --- network errors are told apart by type, whatever their message says ---------------------------
+
+def _wrapped(reason: BaseException, outer: type[Exception] = requests.exceptions.ConnectionError) -> Exception:
+    """As requests raises it: its error around urllib3's MaxRetryError around the cause."""
+    return outer(urllib3.exceptions.MaxRetryError(None, "http://h.example/feed", reason=reason))  # type: ignore[arg-type]
+
+
+def _refused() -> Exception:
+    connect = urllib3.exceptions.NewConnectionError(None, "Verbindungsaufbau abgelehnt")  # type: ignore[arg-type]
+    connect.__cause__ = ConnectionRefusedError(111, "Verbindungsaufbau abgelehnt")  # a German libc
+    return _wrapped(connect)
+
+
+@pytest.mark.parametrize("error,expected", [
+    (lambda: _wrapped(urllib3.exceptions.NameResolutionError(
+        "h.example", None, socket.gaierror(socket.EAI_NONAME, "Nom ou service inconnu"))),  # type: ignore[arg-type]
+     (Outcome.CONNECTION, "DNS lookup failed: host not found")),
+    (_refused, (Outcome.CONNECTION, "connection refused")),
+    (lambda: _wrapped(urllib3.exceptions.ConnectTimeoutError(None, "délai dépassé"), requests.exceptions.ConnectTimeout),
+     (Outcome.TIMEOUT, "connect timeout (2s)")),
+    # a read timeout in the middle of the body: requests wraps urllib3's error in a ConnectionError
+    (lambda: requests.exceptions.ConnectionError(urllib3.exceptions.ReadTimeoutError(
+        None, "http://h.example/feed", "Zeitüberschreitung")),  # type: ignore[arg-type]
+     (Outcome.TIMEOUT, "read timeout: no data for 2s")),
+    (lambda: TimeoutError("whatever"), (Outcome.TIMEOUT, "read timeout: no data for 2s")),
+    # says "Connection refused", is a TLS failure
+    (lambda: requests.exceptions.SSLError(ssl.SSLError(1, "Connection refused by policy")),
+     (Outcome.CONNECTION, "TLS error: Connection refused by policy")),
+    # says "timed out" and "Name or service not known", is neither
+    (lambda: OSError("timed out? Name or service not known?"),
+     (Outcome.CONNECTION, "connection failed: timed out? Name or service not known?")),
+])  # fmt: skip
+def test_network_errors_are_classified_by_type_not_by_message(error: Callable[[], Exception],
+                                                               expected: tuple[Outcome, str]) -> None:
+    from aggregator.fetch import AddressPolicy, _FetchContext
+
+    ctx = _FetchContext(deadline=time.monotonic() + 60, policy=AddressPolicy([]))
+    assert fetcher()._classify(error(), ctx) == expected

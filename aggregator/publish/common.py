@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from aggregator import PROJECT_URL, __version__
 from aggregator.httpdate import format_http_date
-from aggregator.model import AlsoReported, Article, Author, Enclosure, Source, Story
+from aggregator.model import AlsoReported, Article, Author, Enclosure, Source, Story, iso
 from aggregator.publish.xmlutil import attr, text
 from aggregator.sanitize import sanitize_html, to_text
 
@@ -60,8 +60,8 @@ def newest_update(stories: Sequence[Story], empty: datetime | None = None) -> da
     return max((entry_updated(s) for s in stories), default=empty or EPOCH)
 
 
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+# RFC 3339 in UTC to the second: the format every stored and served time uses (one formatter for all).
+rfc3339 = iso
 
 
 def rfc822(moment: datetime) -> str:
