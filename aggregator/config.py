@@ -40,6 +40,7 @@ from aggregator.validation import (
     read_yaml,
     size,
     text,
+    title_text,
     valid_host,
 )
 
@@ -137,8 +138,8 @@ DEFAULT_SUBTITLE = "The newest stories from all subscribed feeds, without duplic
 
 
 class OutputSettings(_Section):
-    title: Annotated[str, BeforeValidator(text(200))] = "Latest"
-    subtitle: Annotated[str, BeforeValidator(text(500))] = DEFAULT_SUBTITLE
+    title: Annotated[str, BeforeValidator(title_text(200))] = "Latest"
+    subtitle: Annotated[str, BeforeValidator(title_text(500))] = DEFAULT_SUBTITLE
     # The permanent Atom feed id; default: a tag: URI from base_url's host.
     id: Annotated[str, BeforeValidator(_atom_id)] | None = None
     entries: Count = 100
@@ -216,7 +217,7 @@ class SearchSettings(_Section):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
     name: Annotated[str, BeforeValidator(_slug)]
     query: Annotated[Query, PlainValidator(_query)]
-    title: Annotated[str, BeforeValidator(text(200))] | None = None
+    title: Annotated[str, BeforeValidator(title_text(200))] | None = None
     tags: list[Annotated[str, BeforeValidator(as_tag)]] = Field(default_factory=list)
     filters: Annotated[RuleSet, _rules("search")] = RuleSet("search")
 

@@ -34,9 +34,10 @@ from aggregator.validation import (
     format_duration,
     format_errors,
     integer,
+    one_line,
     read_yaml,
     redacted,
-    text,
+    title_text,
     without_userinfo,
 )
 
@@ -61,7 +62,7 @@ def _feed_rules(value: Any) -> RuleSet:
 class _FeedEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
     url: HttpUrl
-    title: Annotated[str, BeforeValidator(text(300))] | None = None
+    title: Annotated[str, BeforeValidator(title_text(300))] | None = None
     tags: Annotated[list[Tag], BeforeValidator(_tag_list)] = []
     interval: Interval | None = None
     enabled: Flag = True
@@ -255,7 +256,8 @@ def load_opml_feeds(path: Path) -> Subscriptions:
         except ValidationError as exc:
             result.errors.append(format_errors(label, exc, _FeedEntry).replace(f"{label}: url:", f"{label}: xmlUrl:"))
             continue
-        title = raw_title[:300] if isinstance(raw_title, str) and raw_title != entry.url else None
+        # An outline's text is taken as it is (no error for a file another reader wrote), made one line.
+        title = one_line(raw_title)[:300] or None if isinstance(raw_title, str) and raw_title != entry.url else None
         entry = entry.model_copy(update={"title": title})
         result.feeds.append(_subscription(entry, tags[:MAX_TAGS], None, f"{path.name}#{index + 1}"))
     return result

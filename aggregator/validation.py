@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -198,6 +199,26 @@ def text(limit: int) -> Callable[[Any], str]:
         if len(result) > limit:
             raise ValueError(f"expected at most {limit} characters, got {len(result)}")
         if _CONTROL.search(result):
+            raise ValueError("expected text without control characters")
+        return result
+
+    return check
+
+
+def one_line(value: str) -> str:
+    """Text as a title shows it: every run of whitespace one space (line breaks
+    too: \\n, \\x85, U+2028), control characters dropped. A title reaches log
+    lines and terminals: it must not start a line of its own there."""
+    return "".join(c for c in " ".join(value.split()) if unicodedata.category(c) != "Cc")
+
+
+def title_text(limit: int) -> Callable[[Any], str]:
+    """Validator: a title (one line, see one_line) of at most ``limit`` characters."""
+    check_text = text(limit)
+
+    def check(value: Any) -> str:
+        result = " ".join(check_text(value).split())  # the type, the length and no C0 controls, as written
+        if any(unicodedata.category(c) == "Cc" for c in result):
             raise ValueError("expected text without control characters")
         return result
 

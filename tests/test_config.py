@@ -254,3 +254,19 @@ def test_an_entry_whose_url_is_not_even_a_url_is_reported_and_the_others_load(tm
     assert len(subs.errors) == 2 and "secret" not in subs.errors[0], subs.errors  # nor in the message
     assert "feed #1 (http://[::1/x): url: expected a valid URL in" in subs.errors[0]
     assert "feed #3 ('https://b.example/\\u2028x'): url:" in subs.errors[1] and len(subs.errors[1].splitlines()) == 1
+
+
+def test_titles_are_one_line_whatever_the_file_says(tmp_path: Path) -> None:
+    # An OPML outline's text went into the feed's title as it was, control
+    # characters and line breaks included (&#10; &#x1b;), and from there into
+    # log lines and terminals; a YAML title kept \n, \x85 and U+2028.
+    write(tmp_path / "feeds/a.opml", '<opml version="2.0"><body><outline text="Evil&#10;2026-01-01 ERROR forged'
+          '&#x1b;[31m&#x2028;end" xmlUrl="https://a.example/rss"/></body></opml>')
+    write(tmp_path / "feeds/b.yaml", 'feeds:\n  - {url: "https://b.example/rss", title: "B\\nforged\\x85x\\u2028y\\tz"}\n')
+    subs = load_subscriptions(tmp_path / "feeds")
+    assert not subs.errors
+    assert sorted(s.title or "" for s in subs.feeds) == ["B forged x y z", "Evil 2026-01-01 ERROR forged[31m end"]
+    assert load_config(write(tmp_path / "config.yaml", 'output: {title: "Latest\\nnews"}\n')).settings.output.title == (
+        "Latest news")
+    assert "output.title: expected text without control characters" in config_error(
+        tmp_path, 'output: {title: "x\\x9by"}\n')

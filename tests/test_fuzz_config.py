@@ -15,6 +15,7 @@ import copy
 import math
 import re
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from aggregator.config import Config, load_config
+from aggregator.model import Subscription
 from aggregator.subscriptions import load_opml_feeds, load_subscriptions, load_yaml_feeds
 from aggregator.validation import ConfigError
 
@@ -224,6 +226,14 @@ def test_config_is_valid_or_a_clean_error_naming_file_and_setting(document: tupl
 
 # --- feeds/*.yaml ------------------------------------------------------------------------------
 
+
+def _assert_one_line_titles(feeds: list[Subscription]) -> None:
+    """Titles and tags reach log lines and terminals: one line each, no control characters."""
+    for sub in feeds:
+        for value in (sub.title or "", *sub.tags):
+            assert len(value.splitlines()) <= 1 and not any(unicodedata.category(c) == "Cc" for c in value), repr(value)
+        assert sub.title is None or len(sub.title) <= 300
+
 ENTRY_FIELDS: dict[str, list[Any]] = {
     "title": ["A", "Nouvelles — été", 42], "tags": ["europe", ["a", "b c"], []], "interval": D,
     "enabled": [True, False], "cluster": [True], "full_text": [False, True], "backfill": [0, 10, None],
@@ -296,6 +306,7 @@ def test_a_bad_entry_never_loses_the_others(document: tuple[str, Doc, set[str], 
         return
     loaded = {sub.url for sub in result.feeds}
     assert good <= loaded, (good - loaded, result.errors)
+    _assert_one_line_titles(result.feeds)
     entry_errors = [e for e in result.errors if re.match(re.escape(f"{path}: feed #") + r"\d+", e)]
     assert len(entry_errors) == len(result.errors), result.errors  # every error names its entry
     for error in entry_errors:
@@ -322,7 +333,8 @@ def test_a_file_of_raw_bytes_is_loaded_or_reported_and_the_other_files_load(body
 # --- feeds/*.opml ------------------------------------------------------------------------------
 
 XML_ODD = ["", " ", "&amp;", "&lt;b&gt;", "é", "\u202e", "&#0;", "&#xD800;", "&#65;", "&bogus;", "x" * 3000, "a/b",
-           "News / World", "javascript:alert(1)", "http://[::1/", "http://example.com:abc/rss", "ftp://a.example/"]
+           "News / World", "javascript:alert(1)", "http://[::1/", "http://example.com:abc/rss", "ftp://a.example/",
+           "a&#10;2026-01-01 ERROR forged", "&#x1b;[31mred", "&#x2028;", "&#9;tab&#13;"]
 
 
 def _attr(value: str) -> str:
@@ -380,3 +392,4 @@ def test_opml_outlines_load_or_are_reported_one_by_one(document: tuple[bytes, se
             assert re.match(re.escape(f"{path}: outline #") + r"\d+: xmlUrl: ", error), error
     if good and not result.failed_files:
         assert good <= {s.url for s in result.feeds}, (good, result.errors)
+    _assert_one_line_titles(result.feeds)
