@@ -104,6 +104,8 @@ class PollingSettings(_Section):
     # Documents a parse worker handles before it is replaced.
     parse_recycle: Annotated[int, BeforeValidator(integer(1, 1_000_000))] = 200
     dispatch_every: Annotated[float, BeforeValidator(duration(0.05, 3600))] = 5
+    # A poller's hold on a feed it polls, renewed while the poll runs; a poller that dies loses it after this.
+    lease: Annotated[float, BeforeValidator(duration(10, 3600))] = 60
     shutdown_timeout: Annotated[float, BeforeValidator(duration(0.1, 3600))] = 20
 
     @field_validator("private_networks", mode="before")

@@ -415,6 +415,8 @@ class Poller:
             # feeds/ may have changed the interval while this poll ran (a reload): the next poll follows the new one.
             feed = replace(feed, interval=tx.current_interval())
             if parsed is not None:
+                if any(not e.unchanged for e in parsed.entries):
+                    tx.serialize()
                 plan = self._plan(tx, feed, parsed, now)
                 shown = tx.apply(plan, self._stories(tx, feed, plan), now)
                 report.counts = plan.counts

@@ -257,6 +257,7 @@ class Service:
             self.metrics,
             settings.retention.days,
             settings.retention.batch,
+            polling.lease,
         )
         self.subs = subs
         self.poller.set_subscriptions(subs.feeds)

@@ -11,12 +11,14 @@ from pathlib import Path
 
 from aggregator.store.articles import IngestTransaction
 from aggregator.store.base import RetentionResult, StoreError, SyncResult
+from aggregator.store.feeds import LeaseLost
 from aggregator.store.search import SearchMixin as Store
 from aggregator.store.sqlite import SQLiteStore, check_database_path
 from aggregator.store.stories import StoryMember, StoryView
 
 __all__ = [
     "IngestTransaction",
+    "LeaseLost",
     "RetentionResult",
     "SQLiteStore",
     "Store",

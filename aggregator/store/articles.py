@@ -244,4 +244,8 @@ class IngestTransaction:
         return float(row[0]) if row is not None and row[0] is not None else None
 
     def write_feed(self, update: FeedPollUpdate) -> None:
-        self.store.write_poll(self.conn, self.feed_id, update)
+        self.store.write_poll(self.conn, self.feed_id, update, self.store.node)
+
+    def serialize(self) -> None:
+        """New articles are about to be decided: one poller at a time from here to the commit."""
+        self.store._serialize_ingest(self.conn)

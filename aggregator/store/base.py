@@ -12,7 +12,11 @@ lives in one module per engine.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import secrets
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -84,6 +88,17 @@ class StoreBase(ABC):
     @abstractmethod
     def time_limit(self, seconds: float) -> AbstractContextManager[None]:
         """This thread's reads give up after ``seconds`` (raising TimeoutError): the search box's guard."""
+
+    @functools.cached_property
+    def node(self) -> str:
+        """This process, as leases and node records name it."""
+        return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+    def _serialize_ingest(self, conn: Conn) -> None:
+        """Before a poll decides what is new: no other poller's new articles in
+        between (exact duplicates, story choices, output ids). SQLite's single
+        writer already is that; PostgreSQL takes a transaction lock."""
+        return None
 
     def _hint(self, index: str) -> str:
         """An index hint for engines that take one (SQLite's INDEXED BY)."""

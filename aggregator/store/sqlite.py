@@ -223,6 +223,24 @@ def m004_stories_filters_and_plain_text_search(db: sqlite_utils.Database) -> Non
         )
 
 
+@migrations()
+def m005_leases_and_hosts(db: sqlite_utils.Database) -> None:
+    """Pollers claim due feeds with a lease (a second process never polls a
+    feed another one holds), and a host's Retry-After holds for all its feeds."""
+    db.executescript(
+        """
+        ALTER TABLE feeds ADD COLUMN host TEXT NOT NULL DEFAULT '';
+        ALTER TABLE feeds ADD COLUMN lease_owner TEXT;
+        ALTER TABLE feeds ADD COLUMN lease_until TEXT;
+        CREATE TABLE host_backoff (host TEXT PRIMARY KEY, until TEXT NOT NULL);
+        """
+    )
+    from aggregator.store.feeds import host_of  # the migration fills the column the way the code keeps it
+
+    rows = db.execute("SELECT id, url FROM feeds").fetchall()
+    db.conn.executemany("UPDATE feeds SET host = ? WHERE id = ?", [(host_of(url), fid) for fid, url in rows])
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
