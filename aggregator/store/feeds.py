@@ -144,9 +144,9 @@ class FeedsMixin(StoreBase):
             "UPDATE feeds SET last_fetch_at = ?, last_status = ?, last_outcome = ?, error_count = ?, last_error = ?,"
             " etag = ?, last_modified = ?, body_hash = ?, next_poll_at = ?, retry_after = ?, url = COALESCE(?, url),"
             " redirect_url = ?, redirect_seen = ?, status = COALESCE(?, status), title = ?, site_url = ?,"
-            " self_url = ?, language = ?, updated_at = ?,"
-            " ttl = ?, publish_interval = ?, last_parsed_at = ?, last_new_at = ?, host = COALESCE(?, host),"
-            " lease_owner = NULL, lease_until = NULL WHERE id = ? AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)",
+            " self_url = ?, language = ?, updated_at = ?, ttl = ?, publish_interval = ?, last_parsed_at = ?,"
+            " last_new_at = ?, host = COALESCE(?, host), lease_owner = NULL, lease_until = NULL"
+            " WHERE id = ? AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)",
             (
                 iso(u.last_fetch_at), u.last_status, u.last_outcome, u.error_count, u.last_error, u.etag,
                 u.last_modified, u.body_hash, iso_ms(u.next_poll_at), iso_ms(u.retry_after), u.url, u.redirect_url,
