@@ -260,8 +260,22 @@ class Config:
     root: Path
 
     @property
+    def is_postgres(self) -> bool:
+        return self.settings.database.startswith(("postgresql://", "postgres://"))
+
+    @property
     def database_path(self) -> Path:
+        """The SQLite file (for a PostgreSQL URL: a path nothing uses)."""
         return self.root / self.settings.database
+
+    @property
+    def database_display(self) -> str:
+        """The database as messages name it: never with a password."""
+        if self.is_postgres:
+            from aggregator.store.postgres import display_url
+
+            return display_url(self.settings.database)
+        return str(self.database_path)
 
     @property
     def feeds_dir(self) -> Path:

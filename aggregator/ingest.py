@@ -185,6 +185,11 @@ def feed_changes(
     facts = PollFacts(outcome=outcome, error_count=error_count, max_age=fetch.max_age, ttl=ttl,
                       retry_after=fetch.retry_after)  # fmt: skip
     next_poll = next_poll_at(now, facts, timing, feed.interval, publish_interval, rng)
+    host_wait = None
+    if fetch.status == 429 and fetch.retry_after is not None:
+        # "Too many requests" is about us and the whole server: all its feeds wait (an hour at most,
+        # so one feed cannot hold a big host for a day). A 503 may be one path's trouble: that feed waits alone.
+        host_wait = now + timedelta(seconds=min(fetch.retry_after, HOST_WAIT_MAX))
     return FeedPollUpdate(
         last_fetch_at=now,
         last_status=fetch.status,
@@ -210,10 +215,12 @@ def feed_changes(
         last_parsed_at=last_parsed_at,
         last_new_at=now if counts.new else feed.last_new_at,
         visible=(title, site_url, url) != (feed.title, feed.site_url, feed.url) or status is not None,
+        host_wait_until=host_wait,
     )
 
 
 MAX_FULL_TEXTS_PER_POLL = 20  # pages read per poll of a `full_text: true` feed (its first poll may bring many)
+HOST_WAIT_MAX = 3600.0
 MAX_FEED_TITLE = 300
 MAX_URL = 2000
 

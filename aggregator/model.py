@@ -183,6 +183,7 @@ class FeedPollUpdate:
     last_parsed_at: datetime | None
     last_new_at: datetime | None
     visible: bool  # the change shows in the outputs (title, site link, URL, gone)
+    host_wait_until: datetime | None = None  # a 429's Retry-After: every feed of the server waits, on every poller
 
 
 # --- fetch ------------------------------------------------------------------

@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, timedelta
-from urllib.parse import urlsplit
 
 from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerThreads
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -25,6 +24,7 @@ from aggregator.metrics import Metrics
 from aggregator.model import FeedState, PollReport, utcnow
 from aggregator.policy import backoff_interval
 from aggregator.store import LeaseLost, Store
+from aggregator.store.feeds import host_of
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ CLAIM_ROUNDS = 10  # claims per fill: a host at its limit gives its feeds back a
 
 
 def _host(url: str) -> str:
-    return (urlsplit(url).hostname or "").lower()
+    return host_of(url)
 
 
 class Dispatcher:
@@ -111,6 +111,8 @@ class Dispatcher:
         """Delete articles older than the retention period, a batch per
         transaction with a pause between, so polling keeps writing."""
         assert self.retention_days
+        if not self.store.try_job("retention"):
+            return  # another node of the cluster does it
         now = utcnow()
         try:
             result = self.store.delete_older_than(

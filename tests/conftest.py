@@ -58,6 +58,7 @@ class Workspace:
             "stories": {"enabled": False},
         }
         self._store: Store | None = None
+        self.backend = "sqlite"
         self.subscriptions: list[Any] = []
         self.write_config()
 
@@ -131,11 +132,66 @@ class Workspace:
             self._store = None
 
 
-@pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
+# --- the two stores --------------------------------------------------------------------------------
+#
+# Every test that takes a workspace runs twice: on SQLite (the embedded
+# default) and on PostgreSQL (tests/pg.py finds or starts a server; each test
+# gets a database of its own). Tests about SQLite itself (its file, its
+# journal, its locks) are marked sqlite_only. Without PostgreSQL server
+# programs on the machine, the PostgreSQL runs are deselected and counted,
+# unless AGGREGATOR_REQUIRE_POSTGRES is set (CI sets it): then they fail.
+
+BACKENDS = ("sqlite", "postgres")
+
+
+def _postgres_available() -> bool:
+    from tests.pg import server_bindir
+
+    return bool(os.environ.get("AGGREGATOR_TEST_POSTGRES")) or server_bindir() is not None
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[tuple[Any, str]]:
+    from tests.pg import PgCluster
+
+    cluster = PgCluster()
+    try:
+        yield cluster, cluster.template()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def ws(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workspace]:
     workspace = Workspace(tmp_path)
+    if request.param == "postgres":
+        cluster, template = request.getfixturevalue("postgres")
+        workspace.write_config(database=cluster.new_database(template))
+    workspace.backend = request.param
     yield workspace
     workspace.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: about SQLite itself; not run on PostgreSQL")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    postgres = _postgres_available()
+    if not postgres and os.environ.get("AGGREGATOR_REQUIRE_POSTGRES"):
+        raise pytest.UsageError("PostgreSQL is required (AGGREGATOR_REQUIRE_POSTGRES) but no server programs were found")
+    keep, dropped = [], []
+    for item in items:
+        backend = getattr(item, "callspec", None) and item.callspec.params.get("ws")
+        if backend == "postgres" and (not postgres or item.get_closest_marker("sqlite_only")):
+            dropped.append(item)
+        else:
+            keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+        if not postgres:
+            print(f"\nPostgreSQL not found: {len(dropped)} PostgreSQL runs deselected (see tests/pg.py)")
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120, check: bool = False,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 from pathlib import Path
 
@@ -133,6 +135,7 @@ def test_bad_feed_entry_is_named_and_the_rest_poll(ws: Workspace, server: FeedSe
     assert "Polled 1 feed" in proc.stdout
 
 
+@pytest.mark.sqlite_only
 def test_default_config_is_in_the_working_directory(ws: Workspace, server: FeedServer) -> None:
     a = server.add("/a", rss([story(1)]))
     ws.feeds([a])

@@ -63,6 +63,7 @@ def test_missing_directory(tmp_path: Path) -> None:
         Store(tmp_path / "nope" / "a.db")
 
 
+@pytest.mark.sqlite_only
 def test_hot_queries_use_indexes(ws: Workspace) -> None:
     store = ws.store
     plans = {
@@ -116,6 +117,7 @@ def test_retention_leaves_tombstones(ws: Workspace, server: FeedServer) -> None:
     assert report.counts.new == 1 and report.counts.folded == {"deleted-by-retention": 5}
 
 
+@pytest.mark.sqlite_only
 def test_two_writers_wait_for_each_other(ws: Workspace) -> None:
     other = Store(ws.config().database_path)
     errors: list[Exception] = []

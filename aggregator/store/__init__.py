@@ -39,7 +39,9 @@ def is_postgres_url(database: str) -> bool:
 def open_store(database: str | Path, root: Path | None = None, readonly: bool = False) -> Store:
     """The store the ``database`` setting names (a path is relative to root)."""
     if isinstance(database, str) and is_postgres_url(database):
-        raise StoreError("PostgreSQL is not available in this version")
+        from aggregator.store.postgres import PostgresStore  # psycopg only for a cluster
+
+        return PostgresStore(database, readonly=readonly)
     path = Path(database)
     if root is not None and not path.is_absolute():
         path = root / path

@@ -203,7 +203,7 @@ class IngestTransaction:
             " content = CASE WHEN full_text = 1 THEN content ELSE ? END, categories = ?, enclosures = ?, image = ?,"
             " language = ?, published_at = ?,"
             " updated_at = ?, sort_at = ?, content_hash = ?, modified_at = ?, rewrites = rewrites + 1, hidden_by = ?,"
-            " visible = CASE WHEN ? IS NULL AND held IS NULL THEN 1 ELSE 0 END WHERE seq = ?",
+            " visible = CASE WHEN CAST(? AS TEXT) IS NULL AND held IS NULL THEN 1 ELSE 0 END WHERE seq = ?",
             (
                 e.guid, e.url, e.canonical_url, e.title, dumps([a.to_json() for a in e.authors]), e.summary,
                 e.content, dumps(list(e.categories)), dumps([x.to_json() for x in e.enclosures]), e.image,

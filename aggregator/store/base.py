@@ -89,6 +89,46 @@ class StoreBase(ABC):
     def time_limit(self, seconds: float) -> AbstractContextManager[None]:
         """This thread's reads give up after ``seconds`` (raising TimeoutError): the search box's guard."""
 
+    # One machine (SQLite) renders its own outputs and runs every job; a
+    # cluster (PostgreSQL) shares them (see store/postgres.py).
+    shared = False
+
+    def try_job(self, name: str) -> bool:
+        """Whether this process does the job ``name`` (retention, rendering) now."""
+        return True
+
+    def live_nodes(self) -> list[str]:
+        """Services running against this database now (a cluster: every node that beat within a minute)."""
+        return []
+
+    def leave(self) -> None:
+        """This node stops (a clean shutdown): it no longer counts as running."""
+        return None
+
+    def heartbeat(self) -> None:
+        """This node is alive (a cluster counts live nodes' feeds/)."""
+        return None
+
+    def save_outputs(
+        self, documents: Sequence[tuple[str, str, bytes, str | None]], content_version: int, status_version: int
+    ) -> None:
+        """The rendered outputs, for other nodes to serve (a cluster only)."""
+        return None
+
+    def outputs_version(self) -> str | None:
+        return None
+
+    def load_outputs(self) -> tuple[list[tuple[str, str, bytes, str | None]], int, int]:
+        return [], -1, -1
+
+    @abstractmethod
+    def columns(self, table: str) -> list[str]:
+        """A table's column names (for copying between engines)."""
+
+    def _after_copy(self) -> None:
+        """After `db copy` wrote rows with their own keys (PostgreSQL moves its sequence past them)."""
+        return None
+
     @functools.cached_property
     def node(self) -> str:
         """This process, as leases and node records name it."""

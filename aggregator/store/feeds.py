@@ -21,9 +21,12 @@ class LeaseLost(Exception):
 
 
 def host_of(url: str) -> str:
-    """The host a feed's per-host limit and Retry-After apply to."""
+    """The server a feed's Retry-After applies to (and claims count feeds by):
+    its host name, with the port when there is one (two ports, two servers)."""
     try:
-        return (urlsplit(url).hostname or "").lower()
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        return f"{host}:{parts.port}" if parts.port else host
     except ValueError:
         return ""
 
@@ -39,6 +42,15 @@ def _wanted_status(sub: Subscription, current: str) -> str:
 class FeedsMixin(StoreBase):
     def sync_subscriptions(
         self, subs: Sequence[Subscription], now: datetime, keep_files: Collection[str] = ()
+    ) -> SyncResult:
+        return self._sync(subs, now, keep_files, self._listed_elsewhere(subs, now))
+
+    def _listed_elsewhere(self, subs: Sequence[Subscription], now: datetime) -> set[str]:
+        """Feeds another live poller's feeds/ lists (so they are not unsubscribed here); none for one machine."""
+        return set()
+
+    def _sync(
+        self, subs: Sequence[Subscription], now: datetime, keep_files: Collection[str], elsewhere: set[str]
     ) -> SyncResult:
         """Make the feeds table follow feeds/: add new feeds (due now), update
         what the files say (title, tags, interval, settings), mark feeds no
@@ -66,6 +78,7 @@ class FeedsMixin(StoreBase):
                 and row["status"] != FeedStatus.UNSUBSCRIBED.value
                 and not keep_all
                 and row["source_file"] not in keep_files
+                and fid not in elsewhere
             ]
             conn.executemany(
                 "UPDATE feeds SET status = 'unsubscribed' WHERE id = ?", [(fid,) for fid in result.removed]
@@ -157,14 +170,14 @@ class FeedsMixin(StoreBase):
         )  # fmt: skip
         if cur.rowcount == 0 and conn.execute("SELECT 1 FROM feeds WHERE id = ?", (feed_id,)).fetchone():
             raise LeaseLost(f"feed {feed_id} is held by another poller")
-        if u.retry_after is not None and u.url is None:
+        if u.host_wait_until is not None:
             row = conn.execute("SELECT host FROM feeds WHERE id = ?", (feed_id,)).fetchone()
             if row and row[0]:
-                # A server's Retry-After holds for every feed of its host, on every poller.
+                # The server asked us to slow down: every feed of it waits, on every poller.
                 conn.execute(
                     "INSERT INTO host_backoff (host, until) VALUES (?, ?)"
                     " ON CONFLICT (host) DO UPDATE SET until = excluded.until",
-                    (row[0], iso_ms(u.retry_after)),
+                    (row[0], iso_ms(u.host_wait_until)),
                 )
         self._bump_status_version(conn)
         if u.visible:

@@ -24,9 +24,8 @@ import sqlite_utils
 from sqlite_utils import Migrations
 
 from aggregator.hostslots import FileHostSlots, HostSlots
-from aggregator.model import Article
 from aggregator.query import Query, QueryError, to_fts5
-from aggregator.store.base import Conn, Row, StoreError, article_from_row, chunks, marks
+from aggregator.store.base import Conn, Row, StoreError, chunks, marks
 from aggregator.store.search import SearchMixin
 
 log = logging.getLogger(__name__)
@@ -470,6 +469,9 @@ class SQLiteStore(SearchMixin):
         finally:
             conn.set_progress_handler(None, 0)
 
+    def columns(self, table: str) -> list[str]:
+        return [str(r[1]) for r in self._read(f"PRAGMA table_info({table})")]
+
     def _hint(self, index: str) -> str:
         return f" INDEXED BY {index}"
 
@@ -499,11 +501,3 @@ class SQLiteStore(SearchMixin):
         except sqlite3.OperationalError as exc:  # the expression is ours and quoted: this should not happen
             raise QueryError(f"the search index could not read the query: {exc}") from None
         return [r[0] for r in rows]
-
-    def search(self, query: str, limit: int = 20) -> list[Article]:
-        """Articles matching an FTS5 query, best first (the CLI's raw search)."""
-        rows = self._read(
-            "SELECT a.* FROM search JOIN articles a ON a.seq = search.rowid WHERE search MATCH ? ORDER BY rank LIMIT ?",
-            (query, limit),
-        )
-        return [article_from_row(r) for r in rows]
