@@ -285,7 +285,10 @@ class Poller:
         settings = config.settings
         self.store = store
         self.config = config
-        self.fetcher = Fetcher(FetchLimits.from_settings(settings.polling), store.host_slots())
+        # A slot a dead poller held frees itself after this (a fetch never takes longer than its deadline).
+        self.fetcher = Fetcher(
+            FetchLimits.from_settings(settings.polling), store.host_slots(settings.polling.deadline * 2 + 30)
+        )
         self.parser = parser or InlineParser()
         self.metrics = metrics
         self.timing = Timing.from_settings(settings.polling)
@@ -316,7 +319,8 @@ class Poller:
         self.tag_rules = settings.tag_rules()
         limits = FetchLimits.from_settings(settings.polling)
         if limits != self.fetcher.limits:
-            self.fetcher = Fetcher(limits, self.store.host_slots())  # the old one's connections just time out
+            # The old fetcher's keep-alive connections just time out.
+            self.fetcher = Fetcher(limits, self.store.host_slots(settings.polling.deadline * 2 + 30))
 
     def set_subscriptions(self, subs: Iterable[Subscription]) -> None:
         """What feeds/ says about each feed beyond what the store keeps: what only

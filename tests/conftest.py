@@ -174,6 +174,7 @@ def ws(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workspace]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sqlite_only: about SQLite itself; not run on PostgreSQL")
+    config.addinivalue_line("markers", "postgres_only: about the cluster; needs PostgreSQL")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -184,6 +185,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         backend = getattr(item, "callspec", None) and item.callspec.params.get("ws")
         if backend == "postgres" and (not postgres or item.get_closest_marker("sqlite_only")):
+            dropped.append(item)
+        elif item.get_closest_marker("postgres_only") and (not postgres or backend == "sqlite"):
             dropped.append(item)
         else:
             keep.append(item)

@@ -155,7 +155,7 @@ class StoreBase(ABC):
     def _unindex_text(self, conn: Conn, seqs: Sequence[int]) -> None: ...
 
     @abstractmethod
-    def host_slots(self) -> HostSlots:
+    def host_slots(self, hold_for: float = 180.0) -> HostSlots:
         """Per-host request slots shared by every poller of this database."""
 
     @abstractmethod

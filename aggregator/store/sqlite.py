@@ -449,7 +449,7 @@ class SQLiteStore(SearchMixin):
             else:
                 conn.execute("COMMIT")
 
-    def host_slots(self) -> HostSlots:
+    def host_slots(self, hold_for: float = 180.0) -> HostSlots:
         """Lock files beside the database: shared with `aggregator poll` and any other process using it."""
         if self._slots is None:
             self._slots = FileHostSlots(self.path.with_name(self.path.name + ".hosts"))
