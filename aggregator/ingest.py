@@ -10,6 +10,7 @@ pure functions in policy.py, dedupe.py and ``feed_changes`` below.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import multiprocessing
 import os
@@ -216,6 +217,20 @@ def feed_changes(
         last_new_at=now if counts.new else feed.last_new_at,
         visible=(title, site_url, url) != (feed.title, feed.site_url, feed.url) or status is not None,
         host_wait_until=host_wait,
+        last_counts=_dropped(counts, parsed) if parsed is not None else None,
+    )
+
+
+def _dropped(counts: IngestCounts, parsed: ParsedFeed) -> str:
+    """What this poll did not take as new articles, said per feed (feeds list --json)."""
+    return json.dumps(
+        {
+            "entries": parsed.entry_count,
+            "capped": counts.capped,
+            "backfilled": counts.backfilled,
+            **{f"folded:{rule}": n for rule, n in sorted(counts.folded.items())},
+        },
+        separators=(",", ":"),
     )
 
 

@@ -246,6 +246,7 @@ def feed_from_row(r: Row) -> FeedState:
         cluster=bool(r["cluster"]),
         full_text=bool(r["full_text"]),
         backfill=r["backfill"],
+        last_counts=json.loads(r["last_counts"] or "{}"),
     )
 
 

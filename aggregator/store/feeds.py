@@ -158,14 +158,15 @@ class FeedsMixin(StoreBase):
             " etag = ?, last_modified = ?, body_hash = ?, next_poll_at = ?, retry_after = ?, url = COALESCE(?, url),"
             " redirect_url = ?, redirect_seen = ?, status = COALESCE(?, status), title = ?, site_url = ?,"
             " self_url = ?, language = ?, updated_at = ?, ttl = ?, publish_interval = ?, last_parsed_at = ?,"
-            " last_new_at = ?, host = COALESCE(?, host), lease_owner = NULL, lease_until = NULL"
+            " last_new_at = ?, host = COALESCE(?, host), last_counts = COALESCE(?, last_counts),"
+            " lease_owner = NULL, lease_until = NULL"
             " WHERE id = ? AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)",
             (
                 iso(u.last_fetch_at), u.last_status, u.last_outcome, u.error_count, u.last_error, u.etag,
                 u.last_modified, u.body_hash, iso_ms(u.next_poll_at), iso_ms(u.retry_after), u.url, u.redirect_url,
                 u.redirect_seen, u.status.value if u.status else None, u.title, u.site_url, u.self_url, u.language,
                 iso(u.updated_at), u.ttl, u.publish_interval, iso(u.last_parsed_at), iso(u.last_new_at),
-                host_of(u.url) if u.url else None, feed_id, node, iso_ms(u.last_fetch_at),
+                host_of(u.url) if u.url else None, u.last_counts, feed_id, node, iso_ms(u.last_fetch_at),
             ),
         )  # fmt: skip
         if cur.rowcount == 0 and conn.execute("SELECT 1 FROM feeds WHERE id = ?", (feed_id,)).fetchone():

@@ -149,7 +149,8 @@ CREATE TABLE feeds (
     parse_path TEXT,
     host TEXT NOT NULL DEFAULT '',
     lease_owner TEXT,
-    lease_until TEXT
+    lease_until TEXT,
+    last_counts TEXT
 );
 CREATE INDEX feeds_due ON feeds (next_poll_at) WHERE status = 'active';
 CREATE TABLE feed_tags (feed_id TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (feed_id, tag));

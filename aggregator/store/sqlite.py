@@ -231,6 +231,7 @@ def m005_leases_and_hosts(db: sqlite_utils.Database) -> None:
         ALTER TABLE feeds ADD COLUMN host TEXT NOT NULL DEFAULT '';
         ALTER TABLE feeds ADD COLUMN lease_owner TEXT;
         ALTER TABLE feeds ADD COLUMN lease_until TEXT;
+        ALTER TABLE feeds ADD COLUMN last_counts TEXT;
         CREATE TABLE host_backoff (host TEXT PRIMARY KEY, until TEXT NOT NULL);
         """
     )
