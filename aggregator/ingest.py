@@ -17,6 +17,7 @@ import os
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -309,6 +310,7 @@ class Poller:
         self.timing = Timing.from_settings(settings.polling)
         self.authority = id_authority(settings.http.public_base_url)
         self.cluster_settings = cluster_settings(settings.stories)
+        self.parsed_profiles = ParsedProfiles()
         self.rng = rng or random.Random()
         self._rng_lock = threading.Lock()
         self.clock = clock
@@ -500,7 +502,8 @@ class Poller:
         stories = self.config.settings.stories
         if not plan.inserts:
             return []
-        desk = _StoryDesk(tx, self.cluster_settings, feed.id, clustering=stories.enabled and feed.cluster)
+        clustering = stories.enabled and feed.cluster
+        desk = _StoryDesk(tx, self.cluster_settings, feed.id, clustering, self.parsed_profiles)
         return [desk.place(insert) for insert in plan.inserts]
 
     def _log(self, name: str, feed: FeedState, report: PollReport, seconds: float) -> None:
@@ -558,16 +561,51 @@ class Poller:
         return reports
 
 
+class ParsedProfiles:
+    """Story profiles already parsed, by story id and the stored JSON they
+    were parsed from. The store's text is always read (so another poller's
+    change is never missed); only parsing it again is saved, which was a
+    fifth of clustering's time. Thread-safe."""
+
+    SIZE = 4096  # about the stories of a busy 48-hour window; ~3 KB each
+
+    def __init__(self) -> None:
+        self._parsed: OrderedDict[str, tuple[str, cluster.StoryProfile]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def parse(self, story_id: str, text: str) -> cluster.StoryProfile:
+        """Raises ValueError for a profile cluster cannot read."""
+        with self._lock:
+            known = self._parsed.get(story_id)
+            if known is not None and known[0] == text:
+                self._parsed.move_to_end(story_id)
+                return known[1]
+        profile = cluster.StoryProfile.from_json(text)
+        with self._lock:
+            self._parsed[story_id] = (text, profile)
+            if len(self._parsed) > self.SIZE:
+                self._parsed.popitem(last=False)
+        return profile
+
+
 class _StoryDesk:
     """One poll's story decisions. Profiles of the stories its articles
     join are kept as they change, so a second article of this feed never
     joins a story the first one just joined."""
 
-    def __init__(self, tx: IngestTransaction, settings: cluster.ClusterSettings, feed_id: str, clustering: bool):
+    def __init__(
+        self,
+        tx: IngestTransaction,
+        settings: cluster.ClusterSettings,
+        feed_id: str,
+        clustering: bool,
+        parsed: ParsedProfiles,
+    ):
         self.tx = tx
         self.settings = settings
         self.feed_id = feed_id
         self.clustering = clustering
+        self.parsed = parsed
         self.profiles: dict[str, cluster.StoryProfile] = {}
 
     def place(self, insert: dedupe.Insert) -> StoryPlan:
@@ -582,7 +620,7 @@ class _StoryDesk:
             return FIRST_OF_STORY
         window = timedelta(seconds=self.settings.window)
         rows = self.tx.story_index_rows(
-            keys, insert.published_at - window, insert.published_at + window, self.settings.max_key_articles + 1
+            keys, insert.published_at - window, insert.published_at + window, self.settings.max_key_articles
         )
         selection = cluster.select_candidates(rows, self.settings)
         profiles = self._profiles(selection.story_ids)
@@ -621,7 +659,7 @@ class _StoryDesk:
         out = {sid: self.profiles[sid] for sid in wanted if sid in self.profiles}
         for sid, text in self.tx.story_profiles([s for s in wanted if s not in out]).items():
             try:
-                out[sid] = cluster.StoryProfile.from_json(text)
+                out[sid] = self.parsed.parse(sid, text)
             except ValueError:
                 continue  # a profile of an older FEATURES_VERSION: the story takes no newcomers
         return out
