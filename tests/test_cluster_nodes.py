@@ -209,3 +209,29 @@ def test_db_copy_both_ways_keeps_what_subscribers_see(ws: Workspace, server: Fee
     assert again.returncode != 0 and "not empty" in again.stderr
     assert "***" not in again.stderr or pg_url not in again.stderr
     assert feedparser.parse(before).entries
+
+
+def test_a_node_whose_job_session_ended_stops_doing_the_job_and_another_takes_it(postgres: Any) -> None:
+    import psycopg
+
+    from aggregator.store.postgres import PostgresStore
+
+    cluster, template = postgres
+    url = cluster.new_database(template)
+    first, second, third = PostgresStore(url), PostgresStore(url), PostgresStore(url)
+    try:
+        assert first.try_job("render") and first.try_job("render")  # held, and checked alive each time
+        assert not second.try_job("render")
+        # The server ends the first node's session, as it does for a node cut off by a partition
+        # once the keepalive probes go unanswered.
+        pid = first._job_conns["render"].info.backend_pid
+        with psycopg.connect(url, autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+            deadline = time.monotonic() + 10  # terminating is asynchronous: wait until the session is gone
+            while admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()[0]:
+                assert time.monotonic() < deadline, "the terminated session did not end"
+        assert third.try_job("render")  # free again: another node takes it over
+        assert not first.try_job("render")  # and the cut-off node knows it no longer has it
+    finally:
+        for store in (first, second, third):
+            store.close()

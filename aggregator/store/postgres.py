@@ -41,6 +41,16 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 LIVE_NODE = timedelta(minutes=10)  # a node that synced or beat within this counts as live
 JOB_RETRY = 5.0  # seconds between asks for a job lock another node holds
+# A node that vanishes without closing its connections (power cut, network
+# partition) must not hold its job locks for the kernel's two hours of TCP
+# keepalive: both ends probe an idle connection after 10 s and give up after
+# 3 unanswered probes 5 s apart (about 25 s), and the server drops a session
+# whose sent data stays unacknowledged for 30 s. Unix sockets ignore these.
+KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+SERVER_KEEPALIVE = (
+    "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3;"
+    " SET tcp_user_timeout = 30000"
+)
 # Advisory lock keys (pg_advisory_*): fixed numbers in a range of our own.
 _LOCKS = {"migrate": 7_310_001, "ingest": 7_310_002, "render": 7_310_003, "retention": 7_310_004}
 
@@ -312,7 +322,7 @@ class PostgresStore(SearchMixin):
                 url,
                 min_size=1,
                 max_size=pool_size,
-                kwargs={"autocommit": True},
+                kwargs={"autocommit": True, **KEEPALIVE},
                 configure=configure,
                 open=True,
                 timeout=30,
@@ -532,18 +542,22 @@ class PostgresStore(SearchMixin):
     def try_job(self, name: str) -> bool:
         """Whether this node does the job ``name`` (retention, rendering): a
         session lock held by a connection kept for it; another node gets it
-        when this one dies (its connection closes)."""
+        when this one dies (its connection closes, or the server gives up on
+        it: KEEPALIVE). Each call checks that the session is still there, so
+        a node cut off long enough for another to take the job stops doing it."""
         import psycopg
 
         with self._job_lock:
             conn = self._job_conns.get(name)
             try:
-                if conn is not None and not conn.closed:
+                if conn is not None and self._still_held(name, conn):
                     return True
                 if time.monotonic() < self._job_retry.get(name, 0.0):
                     return False  # another node has it: ask again in a few seconds, not on every call
                 self._job_retry[name] = time.monotonic() + JOB_RETRY
-                conn = psycopg.connect(self.url, autocommit=True)
+                conn = psycopg.connect(self.url, autocommit=True, **KEEPALIVE)
+                with contextlib.suppress(psycopg.Error):  # tcp_user_timeout is PostgreSQL 12+
+                    conn.execute(SERVER_KEEPALIVE)
                 row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCKS[name],)).fetchone()
                 if row is not None and row[0]:
                     self._job_conns[name] = conn
@@ -553,6 +567,23 @@ class PostgresStore(SearchMixin):
             except psycopg.Error as exc:
                 log.warning("could not ask for the %s job lock: %s", name, _clean(exc, self.url))
                 return False
+
+    def _still_held(self, name: str, conn: Any) -> bool:
+        """Whether the session holding the job lock is alive (then it holds
+        the lock: a session lock lasts as long as its session)."""
+        import psycopg
+
+        try:
+            if not conn.closed:
+                conn.execute("SELECT 1")
+                return True
+        except psycopg.Error as exc:
+            log.warning("lost the %s job (its database session ended: %s); another node may take it over",
+                        name, _clean(exc, self.url))  # fmt: skip
+        with contextlib.suppress(psycopg.Error):
+            conn.close()
+        del self._job_conns[name]
+        return False
 
     def save_outputs(self, documents: Sequence[tuple[str, str, bytes, str | None]], content_version: int,
                      status_version: int) -> None:  # fmt: skip
