@@ -546,6 +546,7 @@ class PostgresStore(SearchMixin):
         it: KEEPALIVE). Each call checks that the session is still there, so
         a node cut off long enough for another to take the job stops doing it."""
         import psycopg
+        from psycopg.conninfo import make_conninfo
 
         with self._job_lock:
             conn = self._job_conns.get(name)
@@ -555,7 +556,7 @@ class PostgresStore(SearchMixin):
                 if time.monotonic() < self._job_retry.get(name, 0.0):
                     return False  # another node has it: ask again in a few seconds, not on every call
                 self._job_retry[name] = time.monotonic() + JOB_RETRY
-                conn = psycopg.connect(self.url, autocommit=True, **KEEPALIVE)
+                conn = psycopg.connect(make_conninfo(self.url, **KEEPALIVE), autocommit=True)
                 with contextlib.suppress(psycopg.Error):  # tcp_user_timeout is PostgreSQL 12+
                     conn.execute(SERVER_KEEPALIVE)
                 row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCKS[name],)).fetchone()
