@@ -20,6 +20,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerThreads
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from aggregator.ingest import Poller
+from aggregator.logs import log_failure
 from aggregator.metrics import Metrics
 from aggregator.model import FeedState, PollReport, utcnow
 from aggregator.policy import backoff_interval
@@ -134,7 +135,7 @@ class Dispatcher:
                 )
                 self.on_polled(None)
         except Exception:
-            log.exception("retention failed; it runs again in 6 hours")
+            log_failure(log, "retention failed; it runs again in 6 hours")
 
     def start(self) -> None:
         self.scheduler.start()
@@ -163,7 +164,7 @@ class Dispatcher:
                 self.metrics.last_dispatch.set(time.time())
             self.last_dispatch = time.time()
         except Exception:
-            log.exception("dispatcher: could not read due feeds; will retry")
+            log_failure(log, "dispatcher: could not read due feeds; will retry")
 
     def _fill(self) -> None:
         """Give every free worker a due feed whose host is below its limit,
@@ -207,7 +208,7 @@ class Dispatcher:
         try:
             self.store.renew_leases(self.store.node, running, utcnow() + timedelta(seconds=self.lease))
         except Exception:
-            log.exception("dispatcher: could not renew the leases of the polls in flight; retrying")
+            log_failure(log, "dispatcher: could not renew the leases of the polls in flight; retrying")
 
     def _submit(self, feed: FeedState, host: str) -> None:
         with self._lock:
@@ -249,7 +250,7 @@ class Dispatcher:
         try:
             self._fill()
         except Exception:
-            log.exception("dispatcher: could not read due feeds; the next tick retries")
+            log_failure(log, "dispatcher: could not read due feeds; the next tick retries")
         return report
 
     def stop(self, timeout: float) -> int:
@@ -272,5 +273,5 @@ class Dispatcher:
         try:  # feeds whose polls were abandoned are free again at once, not after the lease
             self.store.release_leases(self.store.node)
         except Exception:
-            log.exception("dispatcher: could not release this poller's leases; they expire by themselves")
+            log_failure(log, "dispatcher: could not release this poller's leases; they expire by themselves")
         return abandoned

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from aggregator.config import Config, Settings, load_config
 from aggregator.ingest import ParsePool, Poller
-from aggregator.logs import setup_logging
+from aggregator.logs import log_failure, setup_logging
 from aggregator.metrics import Metrics
 from aggregator.model import PollReport, utcnow
 from aggregator.policy import Timing, after_interval_change
@@ -65,7 +65,7 @@ def serve_only(config: Config, store: Store, refresh_every: float = 2.0) -> None
                         holder.set(fresh)
                         log.info("outputs rebuilt (store changed)")
             except Exception:  # keep serving the last good snapshot
-                log.exception("could not rebuild the outputs; still serving the previous ones")
+                log_failure(log, "could not rebuild the outputs; still serving the previous ones")
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)
@@ -223,7 +223,7 @@ class PublishLoop:
             try:
                 self.publish_now()
             except Exception:
-                log.exception("publishing failed; still serving the previous outputs")
+                log_failure(log, "publishing failed; still serving the previous outputs")
 
     def stop(self) -> None:
         self._stop.set()
@@ -232,7 +232,7 @@ class PublishLoop:
             try:
                 self.publish_now()  # what was fetched before the stop is published too
             except Exception:
-                log.exception("final publish failed")
+                log_failure(log, "final publish failed")
 
 
 class Service:
@@ -291,8 +291,11 @@ class Service:
     def _healthz(self) -> tuple[int, str, bytes]:
         last = self.dispatcher.last_dispatch
         alive = polling_is_alive(self.dispatcher.alive, last, time.time(), self.config.settings.polling.dispatch_every)
+        database = self.store.unreachable()  # a PostgreSQL server that went away: nothing can be polled
+        alive = alive and database is None
         body = {
             "status": "ok" if alive else "unhealthy",
+            "database": database or "ok",
             "scheduler_running": self.dispatcher.alive,
             "last_dispatch_at": _stamp(last),
             "last_poll_at": _stamp(self.dispatcher.last_poll),
@@ -397,8 +400,8 @@ class Service:
                 }
             )
             self.store.heartbeat()
-        except Exception as exc:
-            log.error("could not write the heartbeat: %s", exc)
+        except Exception:
+            log_failure(log, "could not write the heartbeat")
 
     def _do_reload(self) -> None:
         """SIGHUP or an edited file. Whatever goes wrong, the service keeps
@@ -406,7 +409,7 @@ class Service:
         try:
             self._reload_now()
         except Exception:
-            log.exception("reload failed; still running on the previous configuration and subscriptions")
+            log_failure(log, "reload failed; still running on the previous configuration and subscriptions")
 
     def _reload_now(self) -> None:
         try:

@@ -235,3 +235,35 @@ def test_a_node_whose_job_session_ended_stops_doing_the_job_and_another_takes_it
     finally:
         for store in (first, second, third):
             store.close()
+
+
+def test_a_node_whose_database_goes_away_keeps_serving_says_why_and_stops_promptly(
+    tmp_path: Path, server: FeedServer, daemons: list[Daemon]
+) -> None:
+    from tests.pg import PgCluster
+
+    own = PgCluster()  # a server of this test's own, to stop under the node
+    try:
+        ws = Workspace(tmp_path)
+        ws.write_config(database=own.new_database())
+        ws.feeds([server.add("/a", rss([story(1), story(2)]))])
+        node = Daemon(ws, interval="2s", min_interval="2s")
+        daemons.append(node)
+        node.start()
+        node.wait_until(lambda: b"Story 2" in node.get("/latest.atom")[1], 30, "the first poll published")
+        before = node.get("/latest.atom")
+        own.stop()
+        node.wait_until(lambda: node.get("/healthz")[0] == 503, 30, "healthz to report the database")
+        status, body = node.get("/healthz")
+        assert "has not answered" in json.loads(body)["database"]
+        assert node.get("/latest.atom") == before  # readers still get the last outputs
+        started = time.monotonic()
+        assert node.stop() == 0
+        assert time.monotonic() - started < 10  # not held up by calls waiting for a dead server
+        log = node.log
+        assert "Traceback" not in log
+        told = [line for line in log.splitlines()
+                if "does not answer" in line and " DEBUG " not in line and "sign off" not in line]  # fmt: skip
+        assert len(told) == 1, told  # said once, not by every caller on every tick
+    finally:
+        own.stop()

@@ -109,6 +109,11 @@ class StoreBase(ABC):
         """This node is alive (a cluster counts live nodes' feeds/)."""
         return None
 
+    def unreachable(self) -> str | None:
+        """Why the database does not answer right now (a server that went
+        away), or None. A file on this machine is never unreachable."""
+        return None
+
     def save_outputs(
         self, documents: Sequence[tuple[str, str, bytes, str | None]], content_version: int, status_version: int
     ) -> None:

@@ -28,8 +28,9 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from aggregator.errors import DatabaseAway
 from aggregator.hostslots import LocalHostSlots
 from aggregator.model import Subscription, iso, iso_ms
 from aggregator.query import Query, QueryError, to_tsquery
@@ -41,18 +42,38 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 LIVE_NODE = timedelta(minutes=10)  # a node that synced or beat within this counts as live
 JOB_RETRY = 5.0  # seconds between asks for a job lock another node holds
+CONNECT_WAIT = 10.0  # longest wait for a connection from the pool
+# Once the server stopped answering, calls fail at once (StoreError) instead
+# of each waiting CONNECT_WAIT, and one call tries again this often: the
+# dispatcher, the publisher and a shutdown are not held up by a dead server.
+UNREACHABLE_RETRY = 5.0
 # A node that vanishes without closing its connections (power cut, network
 # partition) must not hold its job locks for the kernel's two hours of TCP
 # keepalive: both ends probe an idle connection after 10 s and give up after
 # 3 unanswered probes 5 s apart (about 25 s), and the server drops a session
 # whose sent data stays unacknowledged for 30 s. Unix sockets ignore these.
-KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+# A connection attempt to a host that does not answer gives up after 10 s.
+KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+             "connect_timeout": 10}  # fmt: skip
 SERVER_KEEPALIVE = (
     "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3;"
     " SET tcp_user_timeout = 30000"
 )
 # Advisory lock keys (pg_advisory_*): fixed numbers in a range of our own.
 _LOCKS = {"migrate": 7_310_001, "ingest": 7_310_002, "render": 7_310_003, "retention": 7_310_004}
+
+
+def psycopg_pool_timeout() -> type[Exception]:
+    from psycopg_pool import PoolTimeout
+
+    return PoolTimeout
+
+
+def _connection_lost(exc: Exception) -> bool:
+    """An error that says the server went away mid-way (not a bad query)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    # 08: connection exceptions; 57P01-57P03: the server is shutting down or starting up.
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03")
 
 
 def display_url(url: str) -> str:
@@ -65,7 +86,8 @@ def display_url(url: str) -> str:
             user = userinfo.split(":", 1)[0]
             netloc = f"{user}:***@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
         query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
-        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+        # urlunsplit drops the // of an empty host (postgresql:///db?host=/socket): written out here.
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
     except ValueError:
         return "postgresql://(unreadable URL)"
 
@@ -313,6 +335,11 @@ class PostgresStore(SearchMixin):
         self._job_conns: dict[str, Any] = {}
         self._job_lock = threading.Lock()
         self._job_retry: dict[str, float] = {}
+        self._down: tuple[float, str] | None = None  # (since, why): the server stopped answering
+        self._next_try = 0.0
+        # The pool says so every second while the server is away, over two lines;
+        # this store says it once (and when it is back).
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
         def configure(conn: Any) -> None:
             conn.row_factory = _row_factory
@@ -340,9 +367,44 @@ class PostgresStore(SearchMixin):
 
     # --- primitives ---------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """A pooled connection; StoreError at once while the server is known
+        to be away (one call in UNREACHABLE_RETRY seconds tries again)."""
+        import psycopg
+
+        down = self._down
+        if down is not None:
+            if time.monotonic() < self._next_try:
+                raise DatabaseAway(f"{self.display_url}: the database does not answer ({down[1]}); retrying")
+            self._next_try = time.monotonic() + UNREACHABLE_RETRY
+        try:
+            with self.pool.connection(timeout=2.0 if down else CONNECT_WAIT) as conn:
+                yield conn
+            if self._down is not None:
+                log.warning("%s: the database answers again (after %.0fs)", self.display_url,
+                            time.monotonic() - self._down[0])  # fmt: skip
+                self._down = None
+        except psycopg.OperationalError as exc:
+            if not isinstance(exc, psycopg_pool_timeout()) and not _connection_lost(exc):
+                raise
+            why = _clean(exc, self.url)
+            if self._down is None:
+                log.error("%s: the database does not answer (%s): still serving the last outputs; polling and "
+                          "publishing resume when it is back", self.display_url, why)  # fmt: skip
+                self._down = (time.monotonic(), why)
+            self._next_try = time.monotonic() + UNREACHABLE_RETRY
+            raise DatabaseAway(f"{self.display_url}: the database does not answer ({why})") from None
+
+    def unreachable(self) -> str | None:
+        down = self._down
+        if down is None:
+            return None
+        return f"the database has not answered for {time.monotonic() - down[0]:.0f}s: {down[1]}"
+
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         timeout = getattr(self._local, "timeout", None)
-        with self.pool.connection() as conn:
+        with self._connection() as conn:
             if timeout is None:
                 return list(conn.execute(_pg(sql), tuple(params)).fetchall())
             with conn.transaction():
@@ -353,7 +415,7 @@ class PostgresStore(SearchMixin):
     def _writing(self) -> Iterator[Conn]:
         if self.readonly:
             raise StoreError(f"{self.display_url}: opened read-only; this command cannot change it")
-        with self.pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             yield _Conn(conn)
 
     @contextlib.contextmanager
@@ -553,6 +615,8 @@ class PostgresStore(SearchMixin):
             try:
                 if conn is not None and self._still_held(name, conn):
                     return True
+                if self._down is not None:
+                    return False  # the pool knows the server is away: no job until it is back
                 if time.monotonic() < self._job_retry.get(name, 0.0):
                     return False  # another node has it: ask again in a few seconds, not on every call
                 self._job_retry[name] = time.monotonic() + JOB_RETRY
