@@ -18,15 +18,15 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
-from sqlite_utils import Migrations
+from typing import TYPE_CHECKING, Any
 
 from aggregator.hostslots import FileHostSlots, HostSlots
 from aggregator.query import Query, QueryError, to_fts5
 from aggregator.store.base import Conn, Row, StoreError, chunks, marks
 from aggregator.store.search import SearchMixin
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,7 @@ BUSY_TIMEOUT_MS = 30_000
 SQLITE_HEADER = b"SQLite format 3\x00"
 MAX_INDEXED_TEXT = 20_000  # characters of an article's text that search sees
 
-migrations = Migrations("aggregator")
 
-
-@migrations()
 def m001_initial(db: sqlite_utils.Database) -> None:
     db.executescript(
         """
@@ -123,7 +120,6 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db.table("articles").enable_fts(["title", "summary", "content"], fts_version="FTS5", create_triggers=True)
 
 
-@migrations()
 def m002_counts_and_covering_latest(db: sqlite_utils.Database) -> None:
     """At a million articles: the Latest walk reads feed ids from the index
     alone (no table lookup per row), and each feed keeps its article count
@@ -138,7 +134,6 @@ def m002_counts_and_covering_latest(db: sqlite_utils.Database) -> None:
     )
 
 
-@migrations()
 def m003_ttl_and_last_parse(db: sqlite_utils.Database) -> None:
     """RSS <ttl> is remembered between polls (a 304 has no body to read it
     from), and each feed records when its document was last parsed, which
@@ -151,7 +146,6 @@ def m003_ttl_and_last_parse(db: sqlite_utils.Database) -> None:
     )
 
 
-@migrations()
 def m004_stories_filters_and_plain_text_search(db: sqlite_utils.Database) -> None:
     """Stories (an article's story, the stories and their index keys),
     visibility (filters, a quiet first poll, entries older than retention),
@@ -222,7 +216,6 @@ def m004_stories_filters_and_plain_text_search(db: sqlite_utils.Database) -> Non
         )
 
 
-@migrations()
 def m005_leases_and_hosts(db: sqlite_utils.Database) -> None:
     """Pollers claim due feeds with a lease (a second process never polls a
     feed another one holds), and a host's Retry-After holds for all its feeds."""
@@ -239,6 +232,28 @@ def m005_leases_and_hosts(db: sqlite_utils.Database) -> None:
 
     rows = db.execute("SELECT id, url FROM feeds").fetchall()
     db.conn.executemany("UPDATE feeds SET host = ? WHERE id = ?", [(host_of(url), fid) for fid, url in rows])
+
+
+MIGRATIONS = (
+    m001_initial,
+    m002_counts_and_covering_latest,
+    m003_ttl_and_last_parse,
+    m004_stories_filters_and_plain_text_search,
+    m005_leases_and_hosts,
+)
+SCHEMA_VERSION = len(MIGRATIONS)  # PRAGMA user_version of an up-to-date database
+
+
+def _migrations() -> Any:
+    """sqlite-utils' migration runner over MIGRATIONS. Imported only when a
+    database is behind (a new one, an upgrade): sqlite-utils costs about
+    40 ms to import, which every command would otherwise pay at start."""
+    from sqlite_utils import Migrations
+
+    runner = Migrations("aggregator")
+    for step in MIGRATIONS:
+        runner()(step)
+    return runner
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -365,6 +380,11 @@ class SQLiteStore(SearchMixin):
     # --- life ----------------------------------------------------------------
 
     def _migrate(self) -> None:
+        if self.schema_version() == SCHEMA_VERSION:
+            return
+        import sqlite_utils
+
+        migrations = _migrations()
         db = sqlite_utils.Database(self._wconn)
         pending = migrations.pending(db)
         if not pending:
