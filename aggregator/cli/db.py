@@ -12,7 +12,7 @@ from aggregator.cli.common import config_option, fail, load
 
 @main.group()
 def db() -> None:
-    """Check a database, or salvage a damaged one."""
+    """Check a database, salvage a damaged one, or copy one between SQLite and PostgreSQL."""
 
 
 @db.command("check")
