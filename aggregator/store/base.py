@@ -41,16 +41,6 @@ class Row(Protocol):
     def keys(self) -> list[str]: ...
 
 
-class Cursor(Protocol):
-    rowcount: int
-
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> list[Any]: ...
-
-    def __iter__(self) -> Iterator[Any]: ...
-
-
 class Conn(Protocol):
     """A connection inside one write transaction (placeholders are ``?``)."""
 
