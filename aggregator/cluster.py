@@ -13,8 +13,8 @@ How it decides:
 * ``index_keys`` are the article's ``max_keys`` heaviest terms. The store
   keeps one row ``(key, story id, published_at)`` per key of every clustered
   article and, for a newcomer, reads the rows of its keys within ``window``
-  of its published_at (at most ``max_key_articles + 1`` per key) and passes
-  them to ``select_candidates``: how many window articles carry each key, and
+  of its published_at (none for a key more than ``max_key_articles`` carry)
+  and passes them to ``select_candidates``: how many window articles carry each key, and
   the stories that share the most keys.
 * A story remembers a ``StoryProfile``: the sum of its members' vectors
   (capped), its feeds, language and time span. ``assign`` scores each allowed
@@ -147,19 +147,22 @@ class CandidateSelection:
 
 
 def select_candidates(
-    key_rows: Mapping[str, Sequence[str]], settings: ClusterSettings = DEFAULT_SETTINGS
+    key_rows: Mapping[str, Sequence[str] | None], settings: ClusterSettings = DEFAULT_SETTINGS
 ) -> CandidateSelection:
     """From the index rows the store read for each of the newcomer's keys
     (the story id of every indexed article carrying the key, published within
-    ``window`` of the newcomer, at most ``max_key_articles + 1`` of them), the
-    stories worth scoring and the key counts ``assign`` weighs keys by. A key
-    with more rows than ``max_key_articles`` names no candidates: on its own
-    it says little, and reading all its rows would cost too much."""
+    ``window`` of the newcomer; None, or more than ``max_key_articles`` ids,
+    for a key that more articles carry), the stories worth scoring and the
+    key counts ``assign`` weighs keys by. A key carried by more than
+    ``max_key_articles`` names no candidates: on its own it says little, and
+    reading all its rows would cost too much."""
     shared: Counter[str] = Counter()
     counts: dict[str, int] = {}
     for key, story_ids in key_rows.items():
-        counts[key] = len(story_ids)
-        if len(story_ids) <= settings.max_key_articles:
+        if story_ids is None or len(story_ids) > settings.max_key_articles:
+            counts[key] = settings.max_key_articles + 1
+        else:
+            counts[key] = len(story_ids)
             shared.update(set(story_ids))
     ranked = sorted(shared.items(), key=lambda item: (-item[1], item[0]))[: settings.max_candidates]
     return CandidateSelection(tuple(story_id for story_id, _ in ranked), counts)

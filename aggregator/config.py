@@ -105,6 +105,8 @@ class PollingSettings(_Section):
     # Documents a parse worker handles before it is replaced.
     parse_recycle: Annotated[int, BeforeValidator(integer(1, 1_000_000))] = 200
     dispatch_every: Annotated[float, BeforeValidator(duration(0.05, 3600))] = 5
+    # A poller's hold on a feed it polls, renewed while the poll runs; a poller that dies loses it after this.
+    lease: Annotated[float, BeforeValidator(duration(10, 3600))] = 60
     shutdown_timeout: Annotated[float, BeforeValidator(duration(0.1, 3600))] = 20
 
     @field_validator("private_networks", mode="before")
@@ -259,8 +261,22 @@ class Config:
     root: Path
 
     @property
+    def is_postgres(self) -> bool:
+        return self.settings.database.startswith(("postgresql://", "postgres://"))
+
+    @property
     def database_path(self) -> Path:
+        """The SQLite file (for a PostgreSQL URL: a path nothing uses)."""
         return self.root / self.settings.database
+
+    @property
+    def database_display(self) -> str:
+        """The database as messages name it: never with a password."""
+        if self.is_postgres:
+            from aggregator.store.postgres import display_url
+
+            return display_url(self.settings.database)
+        return str(self.database_path)
 
     @property
     def feeds_dir(self) -> Path:

@@ -21,3 +21,8 @@ class StoreError(UserError):
     """The database cannot be used; the message says why and what to do."""
 
     exit_code = 2
+
+
+class DatabaseAway(StoreError):
+    """A database server that stopped answering. The store logs when it goes
+    and when it is back; each call that fails meanwhile need not say it again."""

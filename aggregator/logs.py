@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from aggregator.errors import DatabaseAway, StoreError
+
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -30,3 +32,16 @@ def setup_logging(level: str = "info", fmt: str = "text", handler: logging.Handl
     quiet = logging.DEBUG if level == "debug" else logging.WARNING
     for name in ("urllib3", "apscheduler", "waitress", "pebble", "sqlite_utils"):
         logging.getLogger(name).setLevel(max(quiet, logging.getLogger(name).level))
+
+
+def log_failure(logger: logging.Logger, message: str, *args: object) -> None:
+    """In an except block: a StoreError (a database that went away, a full
+    disk) is expected and told in one line with its reason; anything else is
+    a bug and keeps its traceback for the report."""
+    exc = sys.exc_info()[1]
+    if isinstance(exc, DatabaseAway):
+        logger.debug(message + ": %s", *args, exc)  # the store said so once, when it went away
+    elif isinstance(exc, StoreError):
+        logger.error(message + ": %s", *args, exc)
+    else:
+        logger.exception(message, *args)

@@ -54,9 +54,13 @@ class Metrics:
             ("duplicate", counts.duplicates),
             ("updated", counts.updated),
             ("unchanged", counts.unchanged),
+            ("capped", counts.capped),
+            ("backfilled", counts.backfilled),
         ):
             if n:
                 self.articles.labels(result=result).inc(n)
+        for rule, n in counts.folded.items():
+            self.articles.labels(result=f"folded:{rule}").inc(n)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

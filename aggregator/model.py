@@ -145,6 +145,7 @@ class FeedState:
     cluster: bool = True  # may its articles join other outlets' stories
     full_text: bool = False
     backfill: int | None = None
+    last_counts: dict[str, int] = field(default_factory=dict)  # what its last parsed poll dropped or held
 
     @property
     def display_title(self) -> str:
@@ -183,6 +184,8 @@ class FeedPollUpdate:
     last_parsed_at: datetime | None
     last_new_at: datetime | None
     visible: bool  # the change shows in the outputs (title, site link, URL, gone)
+    host_wait_until: datetime | None = None  # a 429's Retry-After: every feed of the server waits, on every poller
+    last_counts: str | None = None  # what the poll dropped or held (JSON: capped, folded per rule, backfilled)
 
 
 # --- fetch ------------------------------------------------------------------

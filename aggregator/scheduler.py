@@ -15,26 +15,26 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, timedelta
-from urllib.parse import urlsplit
 
 from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerThreads
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from aggregator.ingest import Poller
+from aggregator.logs import log_failure
 from aggregator.metrics import Metrics
 from aggregator.model import FeedState, PollReport, utcnow
 from aggregator.policy import backoff_interval
-from aggregator.store import Store
+from aggregator.store import LeaseLost, Store
+from aggregator.store.feeds import host_of
 
 log = logging.getLogger(__name__)
 
 
-FILL_PAGE = 200
-FILL_SCAN = 20_000
+CLAIM_ROUNDS = 10  # claims per fill: a host at its limit gives its feeds back and the next round skips it
 
 
 def _host(url: str) -> str:
-    return (urlsplit(url).hostname or "").lower()
+    return host_of(url)
 
 
 class Dispatcher:
@@ -49,6 +49,7 @@ class Dispatcher:
         metrics: Metrics | None = None,
         retention_days: float | None = None,
         retention_batch: int = 500,
+        lease: float = 60.0,
     ):
         self.store = store
         self.poller = poller
@@ -83,6 +84,8 @@ class Dispatcher:
             },
         )
         self.scheduler.add_job(self.dispatch, "interval", seconds=every, id="dispatch", next_run_time=None)
+        self.lease = lease
+        self.scheduler.add_job(self.renew, "interval", seconds=max(1.0, lease / 3), id="renew", executor="maintenance")
         self.retention_days = retention_days
         self.retention_batch = retention_batch
         if retention_days:
@@ -109,6 +112,8 @@ class Dispatcher:
         """Delete articles older than the retention period, a batch per
         transaction with a pause between, so polling keeps writing."""
         assert self.retention_days
+        if not self.store.try_job("retention"):
+            return  # another node of the cluster does it
         now = utcnow()
         try:
             result = self.store.delete_older_than(
@@ -130,7 +135,7 @@ class Dispatcher:
                 )
                 self.on_polled(None)
         except Exception:
-            log.exception("retention failed; it runs again in 6 hours")
+            log_failure(log, "retention failed; it runs again in 6 hours")
 
     def start(self) -> None:
         self.scheduler.start()
@@ -159,10 +164,11 @@ class Dispatcher:
                 self.metrics.last_dispatch.set(time.time())
             self.last_dispatch = time.time()
         except Exception:
-            log.exception("dispatcher: could not read due feeds; will retry")
+            log_failure(log, "dispatcher: could not read due feeds; will retry")
 
     def _fill(self) -> None:
-        """Give every free worker a due feed whose host is below its limit.
+        """Give every free worker a due feed whose host is below its limit,
+        claimed with a lease so no other poller of the database takes it.
         Called by the tick and whenever a poll finishes, so a slot never
         waits for the next tick."""
         if self._stopping.is_set():
@@ -171,28 +177,38 @@ class Dispatcher:
             with self._lock:
                 free = self.workers - len(self._in_flight)
                 moment = time.monotonic()
-                busy = set(self._in_flight) | {fid for fid, (until, _) in self._held.items() if until > moment}
+                held = {fid for fid, (until, _) in self._held.items() if until > moment}
                 per_host = Counter(self._in_flight.values())
-            if free <= 0:
-                return
-            # Page past the feeds of busy hosts, so one big host cannot stall
-            # the rest (bounded: at most FILL_SCAN due feeds looked at per fill).
             now = utcnow()
-            for offset in range(0, FILL_SCAN, FILL_PAGE):
-                page = self.store.due_feeds(now, limit=FILL_PAGE, offset=offset)
-                for feed in page:
-                    if feed.id in busy:
-                        continue
+            for _ in range(CLAIM_ROUNDS):
+                if free <= 0:
+                    return
+                full = {host for host, n in per_host.items() if n >= self.per_host}
+                claimed = self.store.claim_due(self.store.node, now, free, self.lease, skip_hosts=full)
+                if not claimed:
+                    return
+                giving_back = []
+                for feed in claimed:
                     host = _host(feed.url)
-                    if per_host[host] >= self.per_host:
-                        continue  # stays due; taken when that host has a free slot
+                    if feed.id in held or per_host[host] >= self.per_host or free <= 0:
+                        giving_back.append(feed.id)  # its host is at its limit here: another time, or another poller
+                        continue
                     per_host[host] += 1
                     free -= 1
                     self._submit(feed, host)
-                    if free <= 0:
-                        return
-                if len(page) < FILL_PAGE:
-                    return  # no more due feeds
+                if giving_back:
+                    self.store.release_leases(self.store.node, giving_back)
+                if len(giving_back) == len(claimed):
+                    return
+
+    def renew(self) -> None:
+        """Polls running long keep their feeds (every third of a lease)."""
+        with self._lock:
+            running = list(self._in_flight)
+        try:
+            self.store.renew_leases(self.store.node, running, utcnow() + timedelta(seconds=self.lease))
+        except Exception:
+            log_failure(log, "dispatcher: could not renew the leases of the polls in flight; retrying")
 
     def _submit(self, feed: FeedState, host: str) -> None:
         with self._lock:
@@ -202,6 +218,10 @@ class Dispatcher:
     def _poll(self, feed: FeedState) -> PollReport | None:
         try:
             report = self.poller.poll(feed)
+        except LeaseLost:
+            log.warning("feed %r <%s>: another poller took it over (this poll ran past its lease); not stored",
+                        feed.display_title, feed.url)  # fmt: skip
+            return None
         except Exception as exc:
             with self._lock:
                 failures = self._held.get(feed.id, (0.0, 0))[1] + 1
@@ -230,7 +250,7 @@ class Dispatcher:
         try:
             self._fill()
         except Exception:
-            log.exception("dispatcher: could not read due feeds; the next tick retries")
+            log_failure(log, "dispatcher: could not read due feeds; the next tick retries")
         return report
 
     def stop(self, timeout: float) -> int:
@@ -250,4 +270,8 @@ class Dispatcher:
             while self.in_flight() and time.monotonic() < end:
                 time.sleep(0.05)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        try:  # feeds whose polls were abandoned are free again at once, not after the lease
+            self.store.release_leases(self.store.node)
+        except Exception:
+            log_failure(log, "dispatcher: could not release this poller's leases; they expire by themselves")
         return abandoned

@@ -20,11 +20,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from aggregator.config import Config, Settings, load_config
 from aggregator.ingest import ParsePool, Poller
-from aggregator.logs import setup_logging
+from aggregator.logs import log_failure, setup_logging
 from aggregator.metrics import Metrics
 from aggregator.model import PollReport, utcnow
 from aggregator.policy import Timing, after_interval_change
-from aggregator.publish import Publisher, Snapshot, write_static
+from aggregator.publish import Outputs, Publisher, Snapshot, write_static
 from aggregator.scheduler import Dispatcher
 from aggregator.store import Store, StoreError, check_database_path, open_store
 from aggregator.subscriptions import Subscriptions, interval_notes, load_subscriptions
@@ -45,7 +45,8 @@ def serve_only(config: Config, store: Store, refresh_every: float = 2.0) -> None
     themselves never touch the database."""
     settings = config.settings
     publisher = Publisher(store, config)
-    holder = SnapshotHolder(publisher.build())
+    outputs = Outputs(publisher)
+    holder = SnapshotHolder(outputs.refresh(Snapshot()))
     health = lambda: (200, "application/json", json_body({"status": "ok", "mode": "serve", "polling": None}))  # noqa: E731
     app = App(holder, max_age=int(settings.output.max_age), extra={"healthz": health}, search=publisher.search_page)
     server = WebServer(app, settings.http)
@@ -55,14 +56,16 @@ def serve_only(config: Config, store: Store, refresh_every: float = 2.0) -> None
         while not stop.wait(refresh_every):
             try:
                 current = holder.get()
-                if (store.content_version(), store.status_version()) != (
+                if outputs.follows or (store.content_version(), store.status_version()) != (
                     current.content_version,
                     current.status_version,
                 ):
-                    holder.set(publisher.build(current, sources_every=SOURCES_EVERY))
-                    log.info("outputs rebuilt (store changed)")
+                    fresh = outputs.refresh(current, sources_every=SOURCES_EVERY)
+                    if fresh is not current:
+                        holder.set(fresh)
+                        log.info("outputs rebuilt (store changed)")
             except Exception:  # keep serving the last good snapshot
-                log.exception("could not rebuild the outputs; still serving the previous ones")
+                log_failure(log, "could not rebuild the outputs; still serving the previous ones")
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)
@@ -157,6 +160,7 @@ class PublishLoop:
         self, publisher: Publisher, holder: SnapshotHolder, out_dir: Path, debounce: float, metrics: Metrics | None
     ):
         self.publisher = publisher
+        self.outputs = Outputs(publisher)
         self.holder = holder
         self.out_dir = out_dir
         self.debounce = debounce
@@ -184,7 +188,9 @@ class PublishLoop:
 
     def publish_now(self) -> None:
         previous = self.holder.get()
-        snapshot = self.publisher.build(previous, sources_every=SOURCES_EVERY)
+        snapshot = self.outputs.refresh(previous, sources_every=SOURCES_EVERY)
+        if snapshot is previous:
+            return
         self.holder.set(snapshot)
         self.last_publish = time.time()
         if self.metrics is not None:
@@ -206,8 +212,10 @@ class PublishLoop:
     def _run(self) -> None:
         while not self._stop.is_set():
             if not self._dirty.wait(timeout=0.5):
-                if self._sources_stale():
-                    self._dirty.set()  # feed states moved since the sources page was last drawn
+                if self._sources_stale() or self.outputs.follows:
+                    # Feed states moved since the sources page was drawn, or
+                    # (in a cluster) another node may have rendered new outputs.
+                    self._dirty.set()
                 continue
             if self._stop.wait(self.debounce):  # gather the rest of the burst
                 break
@@ -215,7 +223,7 @@ class PublishLoop:
             try:
                 self.publish_now()
             except Exception:
-                log.exception("publishing failed; still serving the previous outputs")
+                log_failure(log, "publishing failed; still serving the previous outputs")
 
     def stop(self) -> None:
         self._stop.set()
@@ -224,7 +232,7 @@ class PublishLoop:
             try:
                 self.publish_now()  # what was fetched before the stop is published too
             except Exception:
-                log.exception("final publish failed")
+                log_failure(log, "final publish failed")
 
 
 class Service:
@@ -257,6 +265,7 @@ class Service:
             self.metrics,
             settings.retention.days,
             settings.retention.batch,
+            polling.lease,
         )
         self.subs = subs
         self.poller.set_subscriptions(subs.feeds)
@@ -282,8 +291,11 @@ class Service:
     def _healthz(self) -> tuple[int, str, bytes]:
         last = self.dispatcher.last_dispatch
         alive = polling_is_alive(self.dispatcher.alive, last, time.time(), self.config.settings.polling.dispatch_every)
+        database = self.store.unreachable()  # a PostgreSQL server that went away: nothing can be polled
+        alive = alive and database is None
         body = {
             "status": "ok" if alive else "unhealthy",
+            "database": database or "ok",
             "scheduler_running": self.dispatcher.alive,
             "last_dispatch_at": _stamp(last),
             "last_poll_at": _stamp(self.dispatcher.last_poll),
@@ -387,8 +399,9 @@ class Service:
                     "service_last_publish_at": _stamp(self.publish_loop.last_publish),
                 }
             )
-        except Exception as exc:
-            log.error("could not write the heartbeat: %s", exc)
+            self.store.heartbeat()
+        except Exception:
+            log_failure(log, "could not write the heartbeat")
 
     def _do_reload(self) -> None:
         """SIGHUP or an edited file. Whatever goes wrong, the service keeps
@@ -396,7 +409,7 @@ class Service:
         try:
             self._reload_now()
         except Exception:
-            log.exception("reload failed; still running on the previous configuration and subscriptions")
+            log_failure(log, "reload failed; still running on the previous configuration and subscriptions")
 
     def _reload_now(self) -> None:
         try:
@@ -461,6 +474,7 @@ class Service:
         self.publish_loop.out_dir = config.output_dir
         self.publisher = Publisher(self.store, config)
         self.publish_loop.publisher = self.publisher
+        self.publish_loop.outputs = Outputs(self.publisher)
         self.app.max_age = int(new.output.max_age)
         setup_logging(self.log_level or new.logging.level, self.log_format or new.logging.format)
 
@@ -485,6 +499,12 @@ class Service:
         self.web.stop()
         self.poller.close()
         self._heartbeat()
+        try:
+            self.store.leave()
+        except Exception as exc:
+            log.warning(
+                "could not sign off from the database: %s (other nodes see this one as gone within minutes)", exc
+            )
         log.info("stopped cleanly")
         return 0
 
@@ -502,11 +522,22 @@ def _stamp(moment: float | None) -> str | None:
     return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class _NoLock:
+    def acquire(self) -> None:
+        return None
+
+    def release(self) -> None:
+        return None
+
+
 def run_service(config: Config, log_level: str | None = None, log_format: str | None = None) -> int:
     """`aggregator run`. Returns the exit code. ``log_level``/``log_format``:
     the command line's, which outlive reloads of the logging settings."""
-    check_database_path(config.database_path)  # a clear error before anything is created
-    lock = InstanceLock(config.database_path)
+    if config.is_postgres:
+        lock: InstanceLock | _NoLock = _NoLock()  # a cluster: as many nodes as wanted, coordinated by the database
+    else:
+        check_database_path(config.database_path)  # a clear error before anything is created
+        lock = InstanceLock(config.database_path)
     lock.acquire()
     try:
         store = open_store(config.settings.database, config.root)

@@ -34,34 +34,6 @@ CORPUS_HINT = "set AGGREGATOR_CORPUS to .../shared/corpus/realworld, or clone ne
 _DESELECTED = pytest.StashKey[int]()
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    if CORPUS is None and os.environ.get("AGGREGATOR_REQUIRE_CORPUS"):  # CI (.ci/run): never run without it
-        raise pytest.UsageError(f"AGGREGATOR_REQUIRE_CORPUS is set but the feed corpus was not found: {CORPUS_HINT}")
-
-
-def pytest_report_header(config: pytest.Config) -> str:
-    return f"corpus: {CORPUS}" if CORPUS else f"corpus: not found; the tests marked corpus are deselected ({CORPUS_HINT})"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without the corpus, the tests that need it are deselected (and counted),
-    not skipped: the self-contained suite passes in a plain clone."""
-    if CORPUS is not None:
-        return
-    deselected = [item for item in items if item.get_closest_marker("corpus")]
-    if deselected:
-        items[:] = [item for item in items if not item.get_closest_marker("corpus")]
-        config.hook.pytest_deselected(items=deselected)
-        config.stash[_DESELECTED] = len(deselected)
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    count = config.stash.get(_DESELECTED, 0)
-    if count:
-        terminalreporter.write_line(f"{count} tests need the real-world feed corpus, which was not found: deselected "
-                                    f"({CORPUS_HINT})")
-
-
 @pytest.fixture
 def server() -> Iterator[FeedServer]:
     srv = FeedServer()
@@ -88,6 +60,7 @@ class Workspace:
             "stories": {"enabled": False},
         }
         self._store: Store | None = None
+        self.backend = "sqlite"
         self.subscriptions: list[Any] = []
         self.write_config()
 
@@ -161,11 +134,88 @@ class Workspace:
             self._store = None
 
 
-@pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
+# --- the two stores --------------------------------------------------------------------------------
+#
+# Every test that takes a workspace runs twice: on SQLite (the embedded
+# default) and on PostgreSQL (tests/pg.py finds or starts a server; each test
+# gets a database of its own). Tests about SQLite itself (its file, its
+# journal, its locks) are marked sqlite_only. Without PostgreSQL server
+# programs on the machine, the PostgreSQL runs are deselected and counted,
+# unless AGGREGATOR_REQUIRE_POSTGRES is set (CI sets it): then they fail.
+
+BACKENDS = ("sqlite", "postgres")
+
+
+def _postgres_available() -> bool:
+    from tests.pg import server_bindir
+
+    return bool(os.environ.get("AGGREGATOR_TEST_POSTGRES")) or server_bindir() is not None
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[tuple[Any, str]]:
+    from tests.pg import PgCluster
+
+    cluster = PgCluster()
+    try:
+        yield cluster, cluster.template()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def ws(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workspace]:
     workspace = Workspace(tmp_path)
+    if request.param == "postgres":
+        cluster, template = request.getfixturevalue("postgres")
+        workspace.write_config(database=cluster.new_database(template))
+    workspace.backend = request.param
     yield workspace
     workspace.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: about SQLite itself; not run on PostgreSQL")
+    config.addinivalue_line("markers", "postgres_only: about the cluster; needs PostgreSQL")
+    if CORPUS is None and os.environ.get("AGGREGATOR_REQUIRE_CORPUS"):  # CI (.ci/run): never run without it
+        raise pytest.UsageError(f"AGGREGATOR_REQUIRE_CORPUS is set but the feed corpus was not found: {CORPUS_HINT}")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"corpus: {CORPUS}" if CORPUS else f"corpus: not found; the tests marked corpus are deselected ({CORPUS_HINT})"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Runs that cannot happen here are deselected and counted, never skipped:
+    the PostgreSQL runs without PostgreSQL, the tests marked corpus without the
+    corpus (so the self-contained suite passes in a plain clone)."""
+    postgres = _postgres_available()
+    if not postgres and os.environ.get("AGGREGATOR_REQUIRE_POSTGRES"):
+        raise pytest.UsageError("PostgreSQL is required (AGGREGATOR_REQUIRE_POSTGRES) but no server programs were found")
+    keep, dropped, no_corpus = [], [], []
+    for item in items:
+        backend = getattr(item, "callspec", None) and item.callspec.params.get("ws")
+        if CORPUS is None and item.get_closest_marker("corpus"):
+            no_corpus.append(item)
+        elif backend == "postgres" and (not postgres or item.get_closest_marker("sqlite_only")):
+            dropped.append(item)
+        elif item.get_closest_marker("postgres_only") and (not postgres or backend == "sqlite"):
+            dropped.append(item)
+        else:
+            keep.append(item)
+    if dropped or no_corpus:
+        config.hook.pytest_deselected(items=dropped + no_corpus)
+        items[:] = keep
+        if not postgres:
+            print(f"\nPostgreSQL not found: {len(dropped)} PostgreSQL runs deselected (see tests/pg.py)")
+        config.stash[_DESELECTED] = len(no_corpus)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    count = config.stash.get(_DESELECTED, 0)
+    if count:
+        terminalreporter.write_line(f"{count} tests need the real-world feed corpus, which was not found: deselected "
+                                    f"({CORPUS_HINT})")
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120, check: bool = False,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import yaml
 
 from aggregator.model import Outcome
 from tests.conftest import Workspace, run_cli
-from tests.feedgen import atom, jsonfeed, rss, story
+from tests.feedgen import Item, atom, jsonfeed, rss, story
 from tests.fixture_server import FeedServer
 
 JSON_FIELDS = {"id", "feed_url", "guid", "url", "canonical_url", "title", "authors", "published_at", "updated_at",
@@ -133,6 +135,7 @@ def test_bad_feed_entry_is_named_and_the_rest_poll(ws: Workspace, server: FeedSe
     assert "Polled 1 feed" in proc.stdout
 
 
+@pytest.mark.sqlite_only
 def test_default_config_is_in_the_working_directory(ws: Workspace, server: FeedServer) -> None:
     a = server.add("/a", rss([story(1)]))
     ws.feeds([a])
@@ -174,3 +177,20 @@ def test_hostile_smoke_set(ws: Workspace, server: FeedServer) -> None:
     assert server.requests_for("/secret") == []  # the external entity was never fetched
     dump = json.dumps([a.__dict__ for a, _ in ws.store.articles()], default=str)
     assert "TOP SECRET" not in dump and "root:x:" not in dump
+
+
+def test_what_a_poll_drops_is_counted_per_feed_and_in_metrics(ws: Workspace, server: FeedServer) -> None:
+    from aggregator.metrics import Metrics
+
+    items = [story(1), story(1), story(2), Item(title=None, link=None, guid=None, date=None, summary=None)]
+    url = server.add("/dups", rss(items))
+    ws.write_config(output={"backfill": 1})
+    ws.feeds([url])
+    metrics = Metrics()
+    ws.poll_all(metrics=metrics)
+    listed = json.loads(run_cli("feeds", "list", "--json", "--config", str(ws.config_path), check=True).stdout)
+    assert listed["last_poll_counts"] == {"entries": 4, "capped": 0, "backfilled": 1,
+                                          "folded:empty-entry": 1, "folded:same-key-in-document": 1}
+    exposition = metrics.exposition().decode()
+    assert 'aggregator_articles_total{result="backfilled"} 1.0' in exposition
+    assert 'aggregator_articles_total{result="folded:same-key-in-document"} 1.0' in exposition

@@ -219,6 +219,14 @@ def test_select_candidates_ranks_by_shared_keys_and_skips_keys_that_are_everywhe
     assert select_candidates({}, capped).story_ids == ()
 
 
+def test_a_key_the_store_reports_as_too_common_counts_as_one_more_than_the_cap() -> None:
+    capped = replace(DEFAULT_SETTINGS, max_key_articles=3)
+    listed = select_candidates({"iraq": ["s4", "s5", "s6", "s7"], "quake": ["s3"]}, capped)
+    unread = select_candidates({"iraq": None, "quake": ["s3"]}, capped)
+    assert unread == listed  # the store need not hand the rows of a common key over
+    assert unread.story_ids == ("s3",) and unread.key_counts == {"iraq": 4, "quake": 1}
+
+
 # --- stored forms --------------------------------------------------------------------------
 
 
@@ -416,3 +424,19 @@ def test_the_fixture_replays_identically() -> None:
         store = TinyStore()
         runs.append([store.add(article(t, x, f, T0 + i * HOUR)) for i, (_, f, t, x) in enumerate(FIXTURE)])
     assert runs[0] == runs[1]
+
+
+def test_parsed_profiles_parse_each_stored_text_once_and_follow_a_change() -> None:
+    from aggregator.ingest import ParsedProfiles
+
+    at = datetime(2026, 3, 2, tzinfo=UTC)
+    first = new_profile(Newcomer(features("Erbil earthquake", "A quake hit Erbil.", "en"), "a", at)).to_json()
+    parsed = ParsedProfiles()
+    one = parsed.parse("s1", first)
+    assert parsed.parse("s1", first) is one  # the same text: not parsed again
+    joined = join_profile(one, Newcomer(features("Quake in Erbil", "Erbil shook.", "en"), "b", at)).to_json()
+    two = parsed.parse("s1", joined)
+    assert two is not one and two.size == 2  # another poller changed it: read afresh
+    for n in range(ParsedProfiles.SIZE + 1):
+        parsed.parse(f"x{n}", first)
+    assert parsed.parse("s1", joined) is not two  # the oldest was let go: memory stays bounded

@@ -3,6 +3,8 @@ mid-poll, and two processes writing at once."""
 
 from __future__ import annotations
 
+import pytest
+
 import random
 import signal
 import sqlite3
@@ -101,6 +103,7 @@ def wait_for_no_orphans(daemon: Daemon) -> None:
         time.sleep(0.2)  # the polling interval of the condition
 
 
+@pytest.mark.sqlite_only
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(ws: Workspace, server: FeedServer) -> None:
     farm = GrowingFarm(server, feeds=24, entries=40)
     ws.feeds([farm.url(f) for f in range(24)])
@@ -156,6 +159,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(ws: Workspace, s
     assert len({e.link for e in entries}) == len(entries)
 
 
+@pytest.mark.sqlite_only
 def test_sigterm_mid_poll_leaves_no_partial_state(ws: Workspace, server: FeedServer) -> None:
     for f in range(12):
         server.add(f"/slow{f}", rss([story(n, site=f"http://slow{f}.example") for n in range(30)], title=f"Slow {f}"))
@@ -198,6 +202,7 @@ def test_sigterm_mid_poll_leaves_no_partial_state(ws: Workspace, server: FeedSer
     assert len(per_feed) < 12  # the stop really came mid-poll
 
 
+@pytest.mark.sqlite_only
 def test_daemon_and_a_manual_poll_write_at_once(ws: Workspace, server: FeedServer) -> None:
     urls = [server.add(f"/f{f}", rss([story(n, site=f"http://f{f}.example") for n in range(40)], title=f"F{f}"))
             for f in range(30)]

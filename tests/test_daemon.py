@@ -3,6 +3,8 @@ feeds change while it runs (short intervals set in its config)."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import signal
 import threading
@@ -11,7 +13,7 @@ import time
 import feedparser
 
 from aggregator.subscriptions import feed_id_for
-from aggregator.store import SQLiteStore
+from aggregator.store import open_store
 from tests.conftest import Workspace, run_cli
 from tests.daemon import Daemon, gaps, write_feeds
 from tests.feedgen import rss, story
@@ -125,7 +127,7 @@ def test_301_adopted_after_two_valid_polls_302_never(ws: Workspace, server: Feed
     assert d.stop() == 0  # no poll in flight while counting
     assert len(server.requests_for("/old")) == 2  # two confirmations, then the new URL directly
     assert len(server.requests_for("/temp")) == len(server.requests_for("/temp-target"))  # 302: always via the old URL
-    store = SQLiteStore(ws.config().database_path)
+    store = open_store(ws.config().settings.database, ws.root)
     assert store.feed(feed_id_for(server.url("/old"))).url == server.url("/new")  # type: ignore[union-attr]
     assert store.feed(feed_id_for(server.url("/temp"))).url == server.url("/temp")  # type: ignore[union-attr]
     store.close()
@@ -218,7 +220,7 @@ def test_sigterm_abandons_a_hung_fetch_within_the_deadline(ws: Workspace, server
     assert time.monotonic() - stopping < 2 + 4
     release.set()
     assert "abandoned 1 fetch(es)" in d.log
-    store = SQLiteStore(ws.config().database_path)
+    store = open_store(ws.config().settings.database, ws.root)
     hung = store.feed(feed_id_for(server.url("/hang")))
     assert hung is not None and hung.last_fetch_at is None and hung.error_count == 0  # nothing half-written: still due
     assert store.integrity_check() == "ok"
@@ -252,6 +254,7 @@ def test_healthz_and_metrics(ws: Workspace, server: FeedServer, daemons: list[Da
     assert stopped.returncode == 3 and "Service: not running" in stopped.stdout
 
 
+@pytest.mark.sqlite_only
 def test_a_second_daemon_on_the_same_database_refuses(ws: Workspace, server: FeedServer, daemons: list[Daemon]) -> None:
     ws.feeds([server.add("/a", rss([story(1)]))])
     d = start(daemons, ws)

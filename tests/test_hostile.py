@@ -994,6 +994,7 @@ def test_feeds_file_with_bad_entries_names_them_and_polls_the_rest(ws: Workspace
 @pytest.mark.parametrize("content", [b"this is not a database, just text\n" * 50,
                                      b"SQLite format 3\x00" + bytes(range(256)) * 64, b"\x00" * 4096],
                          ids=["text", "sqlite-header-then-garbage", "zeros"])
+@pytest.mark.sqlite_only
 def test_database_file_that_is_not_sqlite(ws: Workspace, server: FeedServer, content: bytes) -> None:
     ws.feeds([server.add("/a", good_doc(1))])
     db = ws.config().database_path
@@ -1176,6 +1177,7 @@ def error_in(line: str, error: str | None) -> bool:
     return bool(error) and error in line  # type: ignore[operator]
 
 
+@pytest.mark.sqlite_only
 def test_daemon_with_a_full_disk_keeps_serving_the_last_good_output(ws: Workspace, server: FeedServer,
                                                                     daemons: list[Daemon]) -> None:
     """RLIMIT_FSIZE stands in for a full disk: no file of the service may grow

@@ -29,3 +29,27 @@ def test_readme_documents_every_command() -> None:
             assert f"aggregator {full}" in text, full
     assert CliRunner().invoke(main, ["--help"]).exit_code == 0
     assert "### `aggregator articles --json`" in text
+
+
+def test_the_commands_table_names_every_option_of_its_command() -> None:
+    """The README's row for a command mentions each of its options (as
+    `--help` lists them), so the table cannot fall behind the code."""
+    import click
+
+    from aggregator.cli import main
+
+    lines = (REPO / "README.md").read_text().splitlines()
+
+    def leaves(command: click.Command, path: list[str]) -> list[tuple[str, click.Command]]:
+        subcommands = getattr(command, "commands", None)
+        if not subcommands:
+            return [(" ".join(path), command)]
+        return [leaf for name, sub in subcommands.items() for leaf in leaves(sub, [*path, name])]
+
+    missing = []
+    for name, command in leaves(main, []):
+        rows = [line for line in lines if line.startswith(f"| `aggregator {name}")]
+        assert len(rows) == 1, f"one row for aggregator {name} in the commands table"
+        options = [o for p in command.params if isinstance(p, click.Option) for o in p.opts if o.startswith("--")]
+        missing += [f"{name} {o}" for o in options if o not in ("--help", "--config") and o not in rows[0]]
+    assert not missing, missing

@@ -4,6 +4,8 @@ hot queries, full-text search kept in step, bad database files."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -24,31 +26,35 @@ def test_wal_busy_timeout_and_schema_version(tmp_path: Path) -> None:
     store = Store(tmp_path / "a.db")
     conn = sqlite3.connect(tmp_path / "a.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.schema_version() == len(store_module.migrations.applied(sqlite_utils.Database(store._wconn))) >= 1
+    applied = store_module._migrations().applied(sqlite_utils.Database(store._wconn))
+    assert store.schema_version() == len(applied) == store_module.SCHEMA_VERSION >= 1
     assert store._wconn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
     store.close()
+    # Reopening an up-to-date database does not need sqlite-utils (its import is saved at start).
+    check = "import sys; from aggregator.store.sqlite import SQLiteStore; SQLiteStore(sys.argv[1]).close(); print('sqlite_utils' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", check, str(tmp_path / "a.db")], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"  # fmt: skip
 
 
 def test_migration_runs_after_a_backup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "a.db"
     Store(path).close()
 
-    @store_module.migrations(name="m999_test_extra_column")
-    def m999(db) -> None:  # type: ignore[no-untyped-def]
+    def m999_test_extra_column(db) -> None:  # type: ignore[no-untyped-def]
         db["feeds"].add_column("test_extra", str)
 
-    try:
-        store = Store(path)
-        columns = {c.name for c in sqlite_utils.Database(path)["feeds"].columns}
-        assert "test_extra" in columns
-        backups = list(tmp_path.glob("a.db.before-m999_test_extra_column.bak"))
-        assert len(backups) == 1
-        old = sqlite3.connect(backups[0])
-        assert "test_extra" not in {r[1] for r in old.execute("PRAGMA table_info(feeds)")}
-        assert store.schema_version() == len(store_module.migrations.applied(sqlite_utils.Database(store._wconn)))
-        store.close()
-    finally:
-        store_module.migrations._migrations.pop()
+    monkeypatch.setattr(store_module, "MIGRATIONS", (*store_module.MIGRATIONS, m999_test_extra_column))
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", store_module.SCHEMA_VERSION + 1)
+    store = Store(path)
+    columns = {c.name for c in sqlite_utils.Database(path)["feeds"].columns}
+    assert "test_extra" in columns
+    backups = list(tmp_path.glob("a.db.before-m999_test_extra_column.bak"))
+    assert len(backups) == 1
+    old = sqlite3.connect(backups[0])
+    assert "test_extra" not in {r[1] for r in old.execute("PRAGMA table_info(feeds)")}
+    applied = store_module._migrations().applied(sqlite_utils.Database(store._wconn))
+    assert store.schema_version() == len(applied) == store_module.SCHEMA_VERSION
+    store.close()
 
 
 def test_not_a_database(tmp_path: Path) -> None:
@@ -63,6 +69,7 @@ def test_missing_directory(tmp_path: Path) -> None:
         Store(tmp_path / "nope" / "a.db")
 
 
+@pytest.mark.sqlite_only
 def test_hot_queries_use_indexes(ws: Workspace) -> None:
     store = ws.store
     plans = {
@@ -116,6 +123,7 @@ def test_retention_leaves_tombstones(ws: Workspace, server: FeedServer) -> None:
     assert report.counts.new == 1 and report.counts.folded == {"deleted-by-retention": 5}
 
 
+@pytest.mark.sqlite_only
 def test_two_writers_wait_for_each_other(ws: Workspace) -> None:
     other = Store(ws.config().database_path)
     errors: list[Exception] = []
@@ -137,6 +145,7 @@ def test_two_writers_wait_for_each_other(ws: Workspace) -> None:
     assert ws.store.get_meta("a49") == "49" and ws.store.get_meta("b49") == "49"
 
 
+@pytest.mark.sqlite_only
 def test_integrity_check_finds_an_index_out_of_step_with_its_table(ws: Workspace, server: FeedServer) -> None:
     """Every `integrity_check() == "ok"` after a crash (tests/test_crash.py,
     test_daemon.py) and `db check` rely on it finding damage: a row changed

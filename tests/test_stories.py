@@ -140,7 +140,7 @@ def test_articles_json_story_id_and_the_stories_command(ws: Workspace, server: F
 
 
 def test_repoll_restart_and_guid_flip_change_nothing_a_subscriber_sees(ws: Workspace, server: FeedServer) -> None:
-    a, b = _newsroom(ws, server)
+    _newsroom(ws, server)
     ws.poll_all()
     before = _latest(ws)
     ws.poll_all()
@@ -149,8 +149,8 @@ def test_repoll_restart_and_guid_flip_change_nothing_a_subscriber_sees(ws: Works
     assert _latest(ws) == before
     server.update("/b", body=rss(_items(1, "https://k24.example", guid_prefix="urn:flip:"), title="Outlet B"))
     ws.poll_all()
-    after = feedparser.parse(_latest(ws)["latest.atom"])
-    assert [(e.id, e.title) for e in after.entries] == [(e.id, e.title) for e in feedparser.parse(before["latest.atom"]).entries]
+    after = feedparser.parse(_latest(ws)["latest.atom"]).entries
+    assert [(e.id, e.title) for e in after] == [(e.id, e.title) for e in feedparser.parse(before["latest.atom"]).entries]
 
 
 def test_split_and_join_persist_across_a_repoll(ws: Workspace, server: FeedServer) -> None:
@@ -192,3 +192,26 @@ def test_a_feed_with_cluster_false_never_joins(ws: Workspace, server: FeedServer
     ws.poll_all()
     assert len(ws.store.latest(100, 10)) == 8
     assert all(story.size == 1 and not story.also for story in ws.store.latest(100, 10))
+
+
+def test_the_story_index_names_the_stories_of_a_key_unless_too_many_articles_carry_it(
+    ws: Workspace, server: FeedServer
+) -> None:
+    ws.write_config(stories={"enabled": True}, output={"backfill": 1000})
+    items = [Item(title=f"Erbil council meets on water plan {i}", link=f"https://c.example/{i}",
+                  guid=f"https://c.example/{i}", date=_date(i / 10), summary="<p>Erbil council water plan.</p>")
+             for i in range(30)]  # fmt: skip
+    url = server.add("/council", rss(items, title="Council"))
+    ws.feeds([url])
+    ws.poll_all()
+    feed = ws.feed(url)
+    with ws.store.ingest(feed.id) as tx:
+        around = (NOW - timedelta(days=1), NOW + timedelta(hours=1))
+        listed = tx.story_index_rows(["erbil", "nowhere"], *around, most=30)
+        common = tx.story_index_rows(["erbil"], *around, most=29)
+        narrow = tx.story_index_rows(["erbil"], NOW - timedelta(minutes=45), NOW, most=29)
+    erbil = listed["erbil"]
+    assert erbil is not None and len(erbil) == 30 and len(set(erbil)) == 30  # one story each: same feed
+    assert listed["nowhere"] == []
+    assert common == {"erbil": None}  # 30 > 29: too common to name candidates
+    assert narrow["erbil"] is not None and len(narrow["erbil"]) == 8  # the window bounds it: 0-42 minutes ago

@@ -12,7 +12,7 @@ from aggregator.cli.common import config_option, fail, load
 
 @main.group()
 def db() -> None:
-    """Check a database, or salvage a damaged one."""
+    """Check a database, salvage a damaged one, or copy one between SQLite and PostgreSQL."""
 
 
 @db.command("check")
@@ -64,3 +64,39 @@ def db_recover(config_path: Path | None, out_path: Path) -> None:
         click.echo(f"{table}: {copied} rows recovered" + (f", {lost} unreadable and lost" if lost else ""))
     click.echo(f"deleted entries remembered: {report.tombstones}")
     click.echo(f"Done: {out_path}. Point 'database' in config.yaml at it, then start the service.")
+
+
+@db.command("copy")
+@click.option(
+    "--from", "source", required=True, metavar="PATH_OR_URL", help="The database to copy (SQLite file or URL)."
+)
+@click.option("--to", "target", required=True, metavar="PATH_OR_URL", help="An empty database to copy into.")
+def db_copy(source: str, target: str) -> None:
+    """Move an installation between SQLite and PostgreSQL (either way): feeds, articles, ids, stories."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+    from aggregator.progress import console
+    from aggregator.store import is_postgres_url, open_store
+    from aggregator.store.copy import copy_store
+
+    if not is_postgres_url(target) and Path(target).exists() and Path(target).stat().st_size > 0:
+        fail(f"{target}: already exists; copy into a new database")
+    src = open_store(source, Path.cwd(), readonly=True)
+    try:
+        dst = open_store(target, Path.cwd())
+        try:
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, console=console) as bar:
+                tasks: dict[str, TaskID] = {}
+
+                def progress(table: str, done: int, total: int) -> None:
+                    if table not in tasks:
+                        tasks[table] = bar.add_task(table, total=total)
+                    bar.update(tasks[table], completed=done)
+
+                copied = copy_store(src, dst, progress)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    click.echo("Copied: " + ", ".join(f"{n} {table}" for table, n in copied.items()))

@@ -59,6 +59,7 @@ def feed_json(feed: FeedState) -> dict[str, Any]:
         "error_count": feed.error_count,
         "last_error": feed.last_error,
         "redirect_url": feed.redirect_url,
+        "last_poll_counts": feed.last_counts,
     }
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from aggregator.cli import main
-from aggregator.cli.common import config_option, known_feed, load, opened, synced
+from aggregator.cli.common import config_option, fail, known_feed, load, opened, synced
 
 if TYPE_CHECKING:
     from aggregator.config import Config
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 def poll(config_path: Path | None, feed_url: str | None, progress: bool | None) -> None:
     """Poll every subscribed feed once, then print a summary."""
     from aggregator.ingest import Poller, make_parser
-    from aggregator.model import FeedStatus, Outcome
+    from aggregator.model import FeedStatus, Outcome, utcnow
 
     config = load(config_path)
     show_progress = sys.stderr.isatty() if progress is None else progress
@@ -43,6 +43,17 @@ def poll(config_path: Path | None, feed_url: str | None, progress: bool | None) 
                 f"No feeds to poll: add some to {config.feeds_dir}/ (see README) or run: aggregator feeds add URL"
             )
             return
+        # Claimed like the service claims them: a feed another poller holds right now is not polled twice.
+        lease = config.settings.polling.lease
+        taken = store.claim(store.node, [f.id for f in feeds], utcnow(), lease)
+        busy = len(feeds) - len(taken)
+        if busy:
+            click.echo(
+                f"note: {busy} feed(s) being polled by another poller (the service?) right now: skipped", err=True
+            )
+        if feed_url and busy:
+            fail(f"{feed_url} is being polled by another poller right now; try again in a moment", 1)
+        feeds = sorted(taken, key=lambda f: f.display_title.lower())
         started = time.monotonic()
         poller = Poller(store, config, parser=make_parser(config, len(feeds)))
         poller.set_subscriptions(subs.feeds)
@@ -50,6 +61,7 @@ def poll(config_path: Path | None, feed_url: str | None, progress: bool | None) 
             reports = _run_with_progress(poller, feeds, show_progress)
         finally:
             poller.close()
+            store.release_leases(store.node)
         _print_summary(reports, time.monotonic() - started, {f.id: f for f in feeds})
     if any(r.outcome is Outcome.STORE_ERROR for r in reports):
         sys.exit(1)  # our side failed: the database could not take what was fetched

@@ -81,14 +81,17 @@ def status(config_path: Path | None, as_json: bool) -> None:
     from aggregator.service import InstanceLock
 
     config = load(config_path, quiet=as_json)
-    if not config.database_path.exists():
+    if not config.is_postgres and not config.database_path.exists():
         if as_json:
             click.echo(json.dumps({"running": False, "pid": None, "database": None}, indent=1))
         else:
             click.echo(f"Service: not running; no database yet at {config.database_path} (run `aggregator run`)")
         sys.exit(3)
-    pid = InstanceLock(config.database_path).holder()
+    pid = None if config.is_postgres else InstanceLock(config.database_path).holder()
     with opened(config, readonly=True) as store:
+        nodes = store.live_nodes()  # a cluster: its running nodes
+        if nodes:
+            pid = int(nodes[0].split(":")[1]) if nodes[0].split(":")[1].isdigit() else -1
         now = utcnow()
         health = store.feed_health(now)
         failing = [f for f in store.feeds(FeedStatus.ACTIVE) if f.error_count > 0]
@@ -100,6 +103,8 @@ def status(config_path: Path | None, as_json: bool) -> None:
     info = {
         "running": pid is not None,
         "pid": pid,
+        "database": config.database_display,
+        "nodes": [n.rsplit(":", 1)[0] for n in nodes],
         **meta,
         "feeds": health,
         "next_poll_at": iso(next_due),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from aggregator.config import Config, SearchSettings
 from aggregator.filters import hidden_by, subject_of
-from aggregator.model import FeedState, FeedStatus, Story, Subscription
+from aggregator.model import FeedState, FeedStatus, Story, Subscription, from_iso, iso
 from aggregator.publish.atom import render_atom
 from aggregator.publish.common import FeedMeta, fit, newest_update, plain_text
 from aggregator.publish.html import render_index, render_sources
@@ -265,6 +265,48 @@ class Publisher:
             "feeds": Document("feeds", render_sources(feeds, self.latest_meta), HTML, None),
             "opml": Document("opml", opml, OPML, None),
         }
+
+
+class Outputs:
+    """Where a node's outputs come from. One machine renders its own. In a
+    cluster one node renders (the holder of the "render" job lock) and saves
+    what it rendered in the database; every other node serves those very
+    bytes, so all nodes answer with the same documents and ETags."""
+
+    def __init__(self, publisher: Publisher):
+        self.publisher = publisher
+        self._loaded: str | None = None
+
+    def refresh(self, previous: Snapshot, sources_every: float = 0.0) -> Snapshot:
+        store = self.publisher.store
+        if not store.shared or store.try_job("render"):
+            snapshot = self.publisher.build(previous, sources_every)
+            if store.shared and _changed(previous, snapshot):
+                store.save_outputs(
+                    [(d.path, d.content_type, d.body, iso(d.last_modified)) for d in snapshot.documents.values()],
+                    snapshot.content_version,
+                    snapshot.status_version,
+                )
+            return snapshot
+        version = store.outputs_version()
+        if version is None or version == self._loaded:
+            return previous
+        rows, content_version, status_version = store.load_outputs()
+        self._loaded = version
+        documents = {path: Document(path, body, kind, from_iso(modified)) for path, kind, body, modified in rows}
+        return Snapshot(documents, content_version, status_version)
+
+    @property
+    def follows(self) -> bool:
+        """A node that serves what another renders (it must look for new outputs by itself)."""
+        store = self.publisher.store
+        return store.shared and not store.try_job("render")
+
+
+def _changed(previous: Snapshot, snapshot: Snapshot) -> bool:
+    if previous.documents.keys() != snapshot.documents.keys():
+        return True
+    return any(previous.documents[p].etag != d.etag for p, d in snapshot.documents.items())
 
 
 def _fingerprint(stories: list[Story], meta: FeedMeta) -> str:

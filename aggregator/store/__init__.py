@@ -11,12 +11,14 @@ from pathlib import Path
 
 from aggregator.store.articles import IngestTransaction
 from aggregator.store.base import RetentionResult, StoreError, SyncResult
+from aggregator.store.feeds import LeaseLost
 from aggregator.store.search import SearchMixin as Store
 from aggregator.store.sqlite import SQLiteStore, check_database_path
 from aggregator.store.stories import StoryMember, StoryView
 
 __all__ = [
     "IngestTransaction",
+    "LeaseLost",
     "RetentionResult",
     "SQLiteStore",
     "Store",
@@ -37,7 +39,9 @@ def is_postgres_url(database: str) -> bool:
 def open_store(database: str | Path, root: Path | None = None, readonly: bool = False) -> Store:
     """The store the ``database`` setting names (a path is relative to root)."""
     if isinstance(database, str) and is_postgres_url(database):
-        raise StoreError("PostgreSQL is not available in this version")
+        from aggregator.store.postgres import PostgresStore  # psycopg only for a cluster
+
+        return PostgresStore(database, readonly=readonly)
     path = Path(database)
     if root is not None and not path.is_absolute():
         path = root / path

@@ -203,7 +203,7 @@ class IngestTransaction:
             " content = CASE WHEN full_text = 1 THEN content ELSE ? END, categories = ?, enclosures = ?, image = ?,"
             " language = ?, published_at = ?,"
             " updated_at = ?, sort_at = ?, content_hash = ?, modified_at = ?, rewrites = rewrites + 1, hidden_by = ?,"
-            " visible = CASE WHEN ? IS NULL AND held IS NULL THEN 1 ELSE 0 END WHERE seq = ?",
+            " visible = CASE WHEN CAST(? AS TEXT) IS NULL AND held IS NULL THEN 1 ELSE 0 END WHERE seq = ?",
             (
                 e.guid, e.url, e.canonical_url, e.title, dumps([a.to_json() for a in e.authors]), e.summary,
                 e.content, dumps(list(e.categories)), dumps([x.to_json() for x in e.enclosures]), e.image,
@@ -214,18 +214,27 @@ class IngestTransaction:
         if not self.conn.execute("SELECT full_text = 1 FROM articles WHERE seq = ?", (seq,)).fetchone()[0]:
             self.store._index_text(self.conn, seq, e.title, e.text, replace=True)
 
-    def story_index_rows(self, keys: Sequence[str], start: datetime, end: datetime, limit: int) -> dict[str, list[str]]:
-        """For each key, the stories of (at most ``limit``) indexed articles
-        carrying it, published within [start, end]: the index, never a scan."""
-        rows: dict[str, list[str]] = {}
+    def story_index_rows(
+        self, keys: Sequence[str], start: datetime, end: datetime, most: int
+    ) -> dict[str, list[str] | None]:
+        """For each key, the stories of the indexed articles carrying it,
+        published within [start, end] (the index, never a scan); None for a
+        key more than ``most`` such articles carry. Such a key is asked
+        whether a row lies beyond ``most`` first, which the database answers
+        without handing a row over: with common keys (a feed farm, a site's
+        boilerplate) reading their rows was most of a poll's time."""
+        rows: dict[str, list[str] | None] = {}
+        window = (iso(start), iso(end))
         for key in keys:
-            rows[key] = [
+            common = self.conn.execute(
+                "SELECT 1 FROM story_index WHERE key = ? AND at >= ? AND at <= ? LIMIT 1 OFFSET ?", (key, *window, most)
+            ).fetchone()
+            rows[key] = None if common else [
                 r[0]
                 for r in self.conn.execute(
-                    "SELECT story_id FROM story_index WHERE key = ? AND at >= ? AND at <= ? LIMIT ?",
-                    (key, iso(start), iso(end), limit),
+                    "SELECT story_id FROM story_index WHERE key = ? AND at >= ? AND at <= ?", (key, *window)
                 )
-            ]
+            ]  # fmt: skip
         return rows
 
     def story_profiles(self, story_ids: Sequence[str]) -> dict[str, str]:
@@ -244,4 +253,8 @@ class IngestTransaction:
         return float(row[0]) if row is not None and row[0] is not None else None
 
     def write_feed(self, update: FeedPollUpdate) -> None:
-        self.store.write_poll(self.conn, self.feed_id, update)
+        self.store.write_poll(self.conn, self.feed_id, update, self.store.node)
+
+    def serialize(self) -> None:
+        """New articles are about to be decided: one poller at a time from here to the commit."""
+        self.store._serialize_ingest(self.conn)

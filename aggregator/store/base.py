@@ -12,7 +12,11 @@ lives in one module per engine.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import secrets
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -35,16 +39,6 @@ class Row(Protocol):
     def __getitem__(self, key: int | str, /) -> Any: ...
 
     def keys(self) -> list[str]: ...
-
-
-class Cursor(Protocol):
-    rowcount: int
-
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> list[Any]: ...
-
-    def __iter__(self) -> Iterator[Any]: ...
 
 
 class Conn(Protocol):
@@ -85,6 +79,62 @@ class StoreBase(ABC):
     def time_limit(self, seconds: float) -> AbstractContextManager[None]:
         """This thread's reads give up after ``seconds`` (raising TimeoutError): the search box's guard."""
 
+    # One machine (SQLite) renders its own outputs and runs every job; a
+    # cluster (PostgreSQL) shares them (see store/postgres.py).
+    shared = False
+
+    def try_job(self, name: str) -> bool:
+        """Whether this process does the job ``name`` (retention, rendering) now."""
+        return True
+
+    def live_nodes(self) -> list[str]:
+        """Services running against this database now (a cluster: every node that beat within a minute)."""
+        return []
+
+    def leave(self) -> None:
+        """This node stops (a clean shutdown): it no longer counts as running."""
+        return None
+
+    def heartbeat(self) -> None:
+        """This node is alive (a cluster counts live nodes' feeds/)."""
+        return None
+
+    def unreachable(self) -> str | None:
+        """Why the database does not answer right now (a server that went
+        away), or None. A file on this machine is never unreachable."""
+        return None
+
+    def save_outputs(
+        self, documents: Sequence[tuple[str, str, bytes, str | None]], content_version: int, status_version: int
+    ) -> None:
+        """The rendered outputs, for other nodes to serve (a cluster only)."""
+        return None
+
+    def outputs_version(self) -> str | None:
+        return None
+
+    def load_outputs(self) -> tuple[list[tuple[str, str, bytes, str | None]], int, int]:
+        return [], -1, -1
+
+    @abstractmethod
+    def columns(self, table: str) -> list[str]:
+        """A table's column names (for copying between engines)."""
+
+    def _after_copy(self) -> None:
+        """After `db copy` wrote rows with their own keys (PostgreSQL moves its sequence past them)."""
+        return None
+
+    @functools.cached_property
+    def node(self) -> str:
+        """This process, as leases and node records name it."""
+        return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+    def _serialize_ingest(self, conn: Conn) -> None:
+        """Before a poll decides what is new: no other poller's new articles in
+        between (exact duplicates, story choices, output ids). SQLite's single
+        writer already is that; PostgreSQL takes a transaction lock."""
+        return None
+
     def _hint(self, index: str) -> str:
         """An index hint for engines that take one (SQLite's INDEXED BY)."""
         return ""
@@ -100,7 +150,7 @@ class StoreBase(ABC):
     def _unindex_text(self, conn: Conn, seqs: Sequence[int]) -> None: ...
 
     @abstractmethod
-    def host_slots(self) -> HostSlots:
+    def host_slots(self, hold_for: float = 180.0) -> HostSlots:
         """Per-host request slots shared by every poller of this database."""
 
     @abstractmethod
@@ -191,6 +241,7 @@ def feed_from_row(r: Row) -> FeedState:
         cluster=bool(r["cluster"]),
         full_text=bool(r["full_text"]),
         backfill=r["backfill"],
+        last_counts=json.loads(r["last_counts"] or "{}"),
     )
 
 

@@ -48,6 +48,12 @@ class SearchMixin(StoriesMixin):
             seqs = [s for s in seqs if s not in unwanted]
         return seqs
 
+    def search(self, text: str, limit: int = 20) -> list[Article]:
+        """Articles matching a query in the search language (aggregator/query.py), newest first."""
+        from aggregator.query import parse
+
+        return [a for a, _ in self.articles_by_seq(self.search_seqs(parse(text), limit))]
+
     def _feeds_for(self, query: Query) -> set[str] | None:
         """Feeds a query's source: and tag: allow (None: any feed)."""
         if not query.sources and not query.tags:
@@ -121,7 +127,7 @@ class SearchMixin(StoriesMixin):
                 with self._writing() as conn:
                     conn.executemany(
                         "UPDATE articles SET hidden_by = ?,"
-                        " visible = CASE WHEN ? IS NULL AND held IS NULL THEN 1 ELSE 0 END WHERE seq = ?",
+                        " visible = CASE WHEN CAST(? AS TEXT) IS NULL AND held IS NULL THEN 1 ELSE 0 END WHERE seq = ?",
                         updates,
                     )
                     self._bump_content_version(conn)

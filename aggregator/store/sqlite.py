@@ -18,16 +18,15 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
-from sqlite_utils import Migrations
+from typing import TYPE_CHECKING, Any
 
 from aggregator.hostslots import FileHostSlots, HostSlots
-from aggregator.model import Article
 from aggregator.query import Query, QueryError, to_fts5
-from aggregator.store.base import Conn, Row, StoreError, article_from_row, chunks, marks
+from aggregator.store.base import Conn, Row, StoreError, chunks, marks
 from aggregator.store.search import SearchMixin
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +34,7 @@ BUSY_TIMEOUT_MS = 30_000
 SQLITE_HEADER = b"SQLite format 3\x00"
 MAX_INDEXED_TEXT = 20_000  # characters of an article's text that search sees
 
-migrations = Migrations("aggregator")
 
-
-@migrations()
 def m001_initial(db: sqlite_utils.Database) -> None:
     db.executescript(
         """
@@ -124,7 +120,6 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db.table("articles").enable_fts(["title", "summary", "content"], fts_version="FTS5", create_triggers=True)
 
 
-@migrations()
 def m002_counts_and_covering_latest(db: sqlite_utils.Database) -> None:
     """At a million articles: the Latest walk reads feed ids from the index
     alone (no table lookup per row), and each feed keeps its article count
@@ -139,7 +134,6 @@ def m002_counts_and_covering_latest(db: sqlite_utils.Database) -> None:
     )
 
 
-@migrations()
 def m003_ttl_and_last_parse(db: sqlite_utils.Database) -> None:
     """RSS <ttl> is remembered between polls (a 304 has no body to read it
     from), and each feed records when its document was last parsed, which
@@ -152,7 +146,6 @@ def m003_ttl_and_last_parse(db: sqlite_utils.Database) -> None:
     )
 
 
-@migrations()
 def m004_stories_filters_and_plain_text_search(db: sqlite_utils.Database) -> None:
     """Stories (an article's story, the stories and their index keys),
     visibility (filters, a quiet first poll, entries older than retention),
@@ -221,6 +214,46 @@ def m004_stories_filters_and_plain_text_search(db: sqlite_utils.Database) -> Non
             "INSERT INTO search (rowid, title, body) VALUES (?, ?, ?)",
             [(seq, title, to_text(" ".join(filter(None, (s, c))))[:MAX_INDEXED_TEXT]) for seq, title, s, c in batch],
         )
+
+
+def m005_leases_and_hosts(db: sqlite_utils.Database) -> None:
+    """Pollers claim due feeds with a lease (a second process never polls a
+    feed another one holds), and a host's Retry-After holds for all its feeds."""
+    db.executescript(
+        """
+        ALTER TABLE feeds ADD COLUMN host TEXT NOT NULL DEFAULT '';
+        ALTER TABLE feeds ADD COLUMN lease_owner TEXT;
+        ALTER TABLE feeds ADD COLUMN lease_until TEXT;
+        ALTER TABLE feeds ADD COLUMN last_counts TEXT;
+        CREATE TABLE host_backoff (host TEXT PRIMARY KEY, until TEXT NOT NULL);
+        """
+    )
+    from aggregator.store.feeds import host_of  # the migration fills the column the way the code keeps it
+
+    rows = db.execute("SELECT id, url FROM feeds").fetchall()
+    db.conn.executemany("UPDATE feeds SET host = ? WHERE id = ?", [(host_of(url), fid) for fid, url in rows])
+
+
+MIGRATIONS = (
+    m001_initial,
+    m002_counts_and_covering_latest,
+    m003_ttl_and_last_parse,
+    m004_stories_filters_and_plain_text_search,
+    m005_leases_and_hosts,
+)
+SCHEMA_VERSION = len(MIGRATIONS)  # PRAGMA user_version of an up-to-date database
+
+
+def _migrations() -> Any:
+    """sqlite-utils' migration runner over MIGRATIONS. Imported only when a
+    database is behind (a new one, an upgrade): sqlite-utils costs about
+    40 ms to import, which every command would otherwise pay at start."""
+    from sqlite_utils import Migrations
+
+    runner = Migrations("aggregator")
+    for step in MIGRATIONS:
+        runner()(step)
+    return runner
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -347,6 +380,11 @@ class SQLiteStore(SearchMixin):
     # --- life ----------------------------------------------------------------
 
     def _migrate(self) -> None:
+        if self.schema_version() == SCHEMA_VERSION:
+            return
+        import sqlite_utils
+
+        migrations = _migrations()
         db = sqlite_utils.Database(self._wconn)
         pending = migrations.pending(db)
         if not pending:
@@ -432,7 +470,7 @@ class SQLiteStore(SearchMixin):
             else:
                 conn.execute("COMMIT")
 
-    def host_slots(self) -> HostSlots:
+    def host_slots(self, hold_for: float = 180.0) -> HostSlots:
         """Lock files beside the database: shared with `aggregator poll` and any other process using it."""
         if self._slots is None:
             self._slots = FileHostSlots(self.path.with_name(self.path.name + ".hosts"))
@@ -451,6 +489,9 @@ class SQLiteStore(SearchMixin):
             raise
         finally:
             conn.set_progress_handler(None, 0)
+
+    def columns(self, table: str) -> list[str]:
+        return [str(r[1]) for r in self._read(f"PRAGMA table_info({table})")]
 
     def _hint(self, index: str) -> str:
         return f" INDEXED BY {index}"
@@ -481,11 +522,3 @@ class SQLiteStore(SearchMixin):
         except sqlite3.OperationalError as exc:  # the expression is ours and quoted: this should not happen
             raise QueryError(f"the search index could not read the query: {exc}") from None
         return [r[0] for r in rows]
-
-    def search(self, query: str, limit: int = 20) -> list[Article]:
-        """Articles matching an FTS5 query, best first (the CLI's raw search)."""
-        rows = self._read(
-            "SELECT a.* FROM search JOIN articles a ON a.seq = search.rowid WHERE search MATCH ? ORDER BY rank LIMIT ?",
-            (query, limit),
-        )
-        return [article_from_row(r) for r in rows]
