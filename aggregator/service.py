@@ -544,6 +544,8 @@ def run_service(config: Config, log_level: str | None = None, log_format: str | 
         try:
             subs = load_subscriptions(config.feeds_dir)
             store.sync_subscriptions(subs.feeds, utcnow(), keep_files=subs.failed_files)
+            if released := store.release_orphaned_leases():
+                log.info("%d feed(s) held by a poller that died here (killed?) are free to poll again", released)
             service = Service(config, store, subs)
             service.log_level, service.log_format = log_level, log_format
             return service.run()

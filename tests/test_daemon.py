@@ -291,6 +291,7 @@ def test_edits_to_feeds_apply_without_a_signal(ws: Workspace, server: FeedServer
 
 def test_one_big_host_does_not_starve_the_others(ws: Workspace, server: FeedServer) -> None:
     from aggregator.scheduler import Dispatcher
+    from aggregator.store.feeds import host_of
     from tests.fixture_server import FeedServer as Server
 
     release = threading.Event()
@@ -308,7 +309,8 @@ def test_one_big_host_does_not_starve_the_others(ws: Workspace, server: FeedServ
         dispatcher = Dispatcher(ws.store, ws.poller(), workers=8, per_host=2, every=60, on_polled=lambda r: None)
         dispatcher._fill()
         hosts = sorted(dispatcher._in_flight.values())
-        assert hosts == ["127.0.0.1"] * 2 + ["127.0.0.2"] * 2  # both hosts at their limit of 2
+        # A server is a host and port (two ports, two servers): both at their limit of 2.
+        assert hosts == [host_of(big[0])] * 2 + [host_of(small[0])] * 2
         release.set()
         dispatcher.stop(5)
     finally:

@@ -218,3 +218,26 @@ def test_article_counts_follow_inserts_and_retention(ws: Workspace, server: Feed
     server.update("/feed", body=rss([story(i) for i in range(5)]))
     ws.poll_url(url)
     assert ws.feed(url).article_count == 1
+
+
+def test_a_dead_local_pollers_leases_come_back_at_once(tmp_path: Path) -> None:
+    """SQLite: a killed `run` or `poll` on this machine holds nothing after it
+    is gone (a restarted service polls at once, not a lease period later);
+    a live poller and another machine's keep theirs."""
+    import os
+    import socket
+
+    from aggregator.model import Subscription
+
+    store = Store(tmp_path / "a.db")
+    urls = [f"http://example.com/{n}" for n in range(3)]
+    subs = [Subscription(feed_id=f"id{n}", url=u, source=f"a.yaml#{n}") for n, u in enumerate(urls)]
+    store.sync_subscriptions(subs, utcnow())
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # fmt: skip
+    owners = [f"{socket.gethostname()}:{dead}:aa", f"{socket.gethostname()}:{os.getpid()}:bb", f"elsewhere:{dead}:cc"]
+    for sub, owner in zip(subs, owners, strict=True):
+        assert [f.id for f in store.claim(owner, [sub.feed_id], utcnow(), 600)] == [sub.feed_id]
+    assert store.release_orphaned_leases() == 1
+    assert [f.id for f in store.claim("me", [s.feed_id for s in subs], utcnow(), 600)] == ["id0"]
+    store.close()

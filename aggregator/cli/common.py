@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -53,6 +53,7 @@ def load(config_path: Path | None, quiet: bool = False) -> Config:
 def opened(config: Config, readonly: bool = False) -> Iterator[Store]:
     """The store. ``readonly``: the command only reads, so a database this
     user may not write still serves it (opened read-only)."""
+    from aggregator.errors import StoreError
     from aggregator.store import open_store
 
     path = config.database_path
@@ -61,6 +62,11 @@ def opened(config: Config, readonly: bool = False) -> Iterator[Store]:
     try:
         yield store
     finally:
+        # Syncing feeds/ records this process as a node of a cluster; a command
+        # is not a running service, so `status` must not count it. (If the
+        # database is away, the record expires by itself within a minute.)
+        with suppress(StoreError):
+            store.leave()
         store.close()
 
 

@@ -45,6 +45,7 @@ def poll(config_path: Path | None, feed_url: str | None, progress: bool | None) 
             return
         # Claimed like the service claims them: a feed another poller holds right now is not polled twice.
         lease = config.settings.polling.lease
+        store.release_orphaned_leases()  # a killed `poll` or service on this machine holds nothing
         taken = store.claim(store.node, [f.id for f in feeds], utcnow(), lease)
         busy = len(feeds) - len(taken)
         if busy:

@@ -396,6 +396,11 @@ class PostgresStore(SearchMixin):
             self._next_try = time.monotonic() + UNREACHABLE_RETRY
             raise DatabaseAway(f"{self.display_url}: the database does not answer ({why})") from None
 
+    def release_orphaned_leases(self) -> int:
+        """Nothing: in a cluster a dead node's feeds come back when its leases
+        expire (DESIGN §10), the same rule for a node on this machine or another."""
+        return 0
+
     def unreachable(self) -> str | None:
         down = self._down
         if down is None:
