@@ -16,6 +16,8 @@ from aggregator.store.feeds import FeedsMixin
 _REF_COLUMNS = (
     "a.seq, a.id, a.feed_id, a.content_hash, a.updated_at, a.modified_at, a.rewrites, a.duplicate_of, a.story_id"
 )
+# Keys looked up per statement in story_index_rows (well under SQLite's 500 terms of a compound SELECT).
+_KEYS_PER_STATEMENT = 50
 _UPSERT_KEY = (
     "INSERT INTO entry_keys (feed_id, entry_key, article_seq) VALUES (?, ?, ?)"
     " ON CONFLICT(feed_id, entry_key) DO UPDATE SET article_seq = excluded.article_seq, deleted_at = NULL"
@@ -217,15 +219,19 @@ class IngestTransaction:
     def story_index_rows(self, keys: Sequence[str], start: datetime, end: datetime, limit: int) -> dict[str, list[str]]:
         """For each key, the stories of (at most ``limit``) indexed articles
         carrying it, published within [start, end]: the index, never a scan."""
-        rows: dict[str, list[str]] = {}
-        for key in keys:
-            rows[key] = [
-                r[0]
-                for r in self.conn.execute(
-                    "SELECT story_id FROM story_index WHERE key = ? AND at >= ? AND at <= ? LIMIT ?",
-                    (key, iso(start), iso(end), limit),
-                )
-            ]
+        rows: dict[str, list[str]] = {key: [] for key in keys}
+        # One statement for all of an article's keys, each still a range of
+        # the index with its own limit: a statement per key was half of a new
+        # article's round trips to a PostgreSQL server, inside the ingest lock.
+        low, high = iso(start), iso(end)
+        for part in chunks(list(rows), _KEYS_PER_STATEMENT):
+            sql = " UNION ALL ".join(
+                f"SELECT key, story_id FROM (SELECT key, story_id FROM story_index"
+                f" WHERE key = ? AND at >= ? AND at <= ? LIMIT ?) AS k{n}"
+                for n in range(len(part))
+            )
+            for r in self.conn.execute(sql, [value for key in part for value in (key, low, high, limit)]):
+                rows[r[0]].append(r[1])
         return rows
 
     def story_profiles(self, story_ids: Sequence[str]) -> dict[str, str]:
