@@ -297,7 +297,7 @@ class Ours(Tool):
     SUMMARY = re.compile(
         r"Polled (?P<polled>\d+) feeds? in (?P<seconds>[\d.]+)s: (?P<ok>\d+) ok \((?P<unchanged>\d+) unchanged\), "
         r"(?P<failed>\d+) failed\. Articles: (?P<new>\d+) new \((?P<duplicates>\d+) of them duplicates[^)]*\), "
-        r"(?P<updated>\d+) updated\."
+        r"(?P<updated>\d+) updated[.;]"
     )
 
     def __init__(self, polling: dict[str, str]):
