@@ -6,6 +6,7 @@ How to run (from the repository root, in the project's venv):
     python -m bench.bench_poll --peer reader --runs 3 \\
         --markdown bench/RESULTS-poll-draft.md --json /tmp/bench-poll.json
     python -m bench.bench_poll --sizes 50x10 --runs 1     # quick smoke run
+    python -m bench.bench_poll --postgres --tools ours     # SQLite against PostgreSQL
 
 What it measures. For each size (N feeds x M entries; default 200x50 and
 1000x20) a feed farm (bench/feedfarm.py) serves the feeds from 20 loopback
@@ -27,6 +28,12 @@ median over --runs runs. The tools, each a subprocess:
               thread, conditional requests; stores nothing
     reader    bench/peer_reader.py: lemon24/reader 3.26 with its defaults
               (update_feeds(workers=1), i.e. one thread)
+    ours-pg   (--postgres) ours with `database: postgresql://...`: a fresh
+              database per run on a throwaway PostgreSQL server (tests/pg.py:
+              Unix socket, fsync off), reported against ours (SQLite) of the
+              same runs. The server is not in the tool's process tree: its
+              CPU (postmaster and backends, reaped ones included) is measured
+              around each phase and reported beside the tool's.
 
 Per tool, size and phase it reports wall time (start to exit of the tool's
 main process), CPU seconds of the whole process tree (user+sys from
@@ -257,6 +264,13 @@ class Tool:
     def prepare(self, workdir: Path, farm: FarmProcess) -> None:
         """Set up a fresh run in an empty `workdir`."""
 
+    def finish(self, workdir: Path) -> None:
+        """After a run's phases (drop what prepare made outside workdir)."""
+
+    def server_cpu(self) -> float:
+        """CPU seconds so far of a server the tool uses outside its own process tree."""
+        return 0.0
+
     def command(self, phase: str, workdir: Path, farm: FarmProcess) -> list[str]:
         raise NotImplementedError
 
@@ -283,7 +297,7 @@ class Ours(Tool):
     SUMMARY = re.compile(
         r"Polled (?P<polled>\d+) feeds? in (?P<seconds>[\d.]+)s: (?P<ok>\d+) ok \((?P<unchanged>\d+) unchanged\), "
         r"(?P<failed>\d+) failed\. Articles: (?P<new>\d+) new \((?P<duplicates>\d+) of them duplicates[^)]*\), "
-        r"(?P<updated>\d+) updated\."
+        r"(?P<updated>\d+) updated[.;]"
     )
 
     def __init__(self, polling: dict[str, str]):
@@ -292,8 +306,11 @@ class Ours(Tool):
         if not Path(self.executable).exists():
             self.executable = shutil.which("aggregator") or "aggregator"
 
+    def database(self, workdir: Path) -> str:
+        return "bench.db"
+
     def prepare(self, workdir: Path, farm: FarmProcess) -> None:
-        lines = ["database: bench.db", "feeds_dir: feeds", "logging: {level: warning}"]
+        lines = [f"database: {json.dumps(self.database(workdir))}", "feeds_dir: feeds", "logging: {level: warning}"]
         if self.polling:
             lines.append("polling:")
             lines += [f"  {key}: {value}" for key, value in self.polling.items()]
@@ -313,6 +330,46 @@ class Ours(Tool):
         wanted = {"polled": n, "ok": n, "failed": 0, "new": expect.new(phase), "updated": 0,
                   "unchanged": n if phase == "warm" else 0}
         return summary, _compare(summary, wanted)
+
+
+class OursPg(Ours):
+    """Ours on PostgreSQL: a fresh database per run on one throwaway server."""
+
+    name = "ours-pg"
+    label = "aggregator (PostgreSQL)"
+
+    def __init__(self, polling: dict[str, str], cluster: Any):
+        super().__init__(polling)
+        self.cluster = cluster  # tests.pg.PgCluster, started before we became a subreaper
+        assert cluster.root is not None, "--postgres needs a server of its own (unset AGGREGATOR_TEST_POSTGRES)"
+        self.postmaster = int((cluster.root / "data" / "postmaster.pid").read_text().split()[0])
+        self._databases: dict[Path, str] = {}
+
+    def database(self, workdir: Path) -> str:
+        url: str = self.cluster.new_database()
+        self._databases[workdir] = url.split("?")[0].rsplit("/", 1)[1]
+        return url
+
+    def finish(self, workdir: Path) -> None:
+        name = self._databases.pop(workdir, None)
+        if name:
+            self.cluster.admin(f"DROP DATABASE {name}")
+
+    def server_cpu(self) -> float:
+        """The postmaster and its backends; ended backends through the postmaster's reaped-children times."""
+        total = 0.0
+        try:
+            root = psutil.Process(self.postmaster)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0.0
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+            except psutil.Error:
+                continue
+        return total
 
 
 class Baseline(Tool):
@@ -384,6 +441,7 @@ class Sample:
     summary: dict[str, Any]
     farm: dict[str, Any]
     problems: list[str]
+    server_cpu: float = 0.0  # CPU seconds of a database server outside the tool's tree (ours-pg)
 
 
 def child_env(pycache: Path) -> dict[str, str]:
@@ -419,7 +477,9 @@ def run_phase(tool: Tool, phase: str, run: int, size: str, expect: Expect, workd
     farm.client.reset_stats()
     farm_process = psutil.Process(farm.pid)
     farm_cpu = sum(farm_process.cpu_times()[:2])
+    server_cpu = tool.server_cpu()
     measured = run_measured(tool.command(phase, workdir, farm), workdir, env, {farm.pid}, interval)
+    server_cpu = tool.server_cpu() - server_cpu
     # The farm shares the cores with the tool: its CPU shows whether it could have been the bottleneck.
     farm_cpu = sum(farm_process.cpu_times()[:2]) - farm_cpu
     stats = farm.client.stats()
@@ -439,7 +499,7 @@ def run_phase(tool: Tool, phase: str, run: int, size: str, expect: Expect, workd
         max_processes=measured.max_processes, exit_code=measured.exit_code, summary=summary,
         farm={**{k: stats[k] for k in ("requests", "connections", "conditional", "gzip", "body_bytes", "status")},
               "cpu": round(farm_cpu, 3)},
-        problems=problems,
+        problems=problems, server_cpu=round(server_cpu, 3),
     )
 
 
@@ -474,6 +534,7 @@ def bench_size(feeds: int, entries: int, tools: list[Tool], args: argparse.Names
                         + ("" if not sample.problems else "  <-- CHECK FAILED"))
                     for problem in sample.problems:
                         log(f"    FAILED CHECK: {tool.name} {size} {phase} run {run}: {problem}")
+                tool.finish(workdir)
                 if not args.keep:
                     shutil.rmtree(workdir, ignore_errors=True)
     return samples, farm_info
@@ -482,7 +543,7 @@ def bench_size(feeds: int, entries: int, tools: list[Tool], args: argparse.Names
 # --- reporting --------------------------------------------------------------------------------
 
 
-METRICS = ("wall", "cpu", "rss_sum_peak", "pss_sum_peak", "rss_single_peak", "max_processes")
+METRICS = ("wall", "cpu", "rss_sum_peak", "pss_sum_peak", "rss_single_peak", "max_processes", "server_cpu")
 
 
 def medians(samples: list[Sample]) -> dict[tuple[str, str, str], dict[str, float]]:
@@ -620,6 +681,8 @@ def render_markdown(samples: list[Sample], farms: dict[str, dict[str, Any]], too
             out.append(f"| {tool.name} | " + " | ".join(f"{c:.0f}" for c in conns) + " | "
                        + " | ".join(f"{b:.1f}" for b in sent) + " | " + " | ".join(f"{c:.2f}" for c in farm_cpu) + " |")
         out.append("")
+    if any(s.tool == "ours-pg" for s in samples):
+        out += render_postgres(med, farms)
     problems = [f"- {s.tool} {s.size} {s.phase} run {s.run}: {p}" for s in samples for p in s.problems]
     out.append("## Checks")
     out.append("")
@@ -635,6 +698,25 @@ def render_markdown(samples: list[Sample], farms: dict[str, dict[str, Any]], too
     return "\n".join(out)
 
 
+def render_postgres(med: dict[tuple[str, str, str], dict[str, float]], farms: dict[str, dict[str, Any]]) -> list[str]:
+    """Ours on PostgreSQL against ours on SQLite, from the same runs."""
+    out = ["## PostgreSQL against SQLite (ours-pg / ours, same runs)", "",
+           "CPU of ours-pg is the tool's process tree; server = the PostgreSQL server's processes meanwhile "
+           "(SQLite's work is inside the tool). Ratios below 1.5x meet issue 14's target.", "",
+           "| size | phase | SQLite wall s | PostgreSQL wall s | ratio | SQLite CPU s | PG CPU s tool + server | ratio |",
+           "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for size in farms:
+        for phase in PHASES:
+            lite, pg = med.get((size, "ours", phase)), med.get((size, "ours-pg", phase))
+            if lite is None or pg is None:
+                continue
+            pg_cpu = pg["cpu"] + pg["server_cpu"]
+            out.append(f"| {size} | {phase} | {lite['wall']:.2f} | {pg['wall']:.2f} | {_ratio(pg['wall'], lite['wall'])} | "
+                       f"{lite['cpu']:.2f} | {pg['cpu']:.2f} + {pg['server_cpu']:.2f} | {_ratio(pg_cpu, lite['cpu'])} |")
+    out.append("")
+    return out
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_poll", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -642,6 +724,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3,
                         help="runs per tool and size; the median is reported (default: %(default)s)")
     parser.add_argument("--peer", choices=("reader",), help="also run this peer (reader: lemon24/reader 3.26)")
+    parser.add_argument("--postgres", action="store_true",
+                        help="also run ours on PostgreSQL (a throwaway server, a fresh database per run)")
     parser.add_argument("--tools", default="ours,baseline", help="comma-separated subset of ours,baseline (default: %(default)s)")
     parser.add_argument("--ours-polling", action="append", default=[], metavar="KEY=VALUE",
                         help="a polling: setting for our tool, e.g. parse_workers=1 (repeatable)")
@@ -657,10 +741,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    cluster = None
+    if args.postgres:
+        from tests.pg import PgCluster
+
+        # Started before we become a subreaper, so the server is not one of our descendants (not sampled as
+        # the tool's, not reaped as its leaked orphan).
+        cluster = PgCluster()
+    try:
+        return _main(args, cluster)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def _main(args: argparse.Namespace, cluster: Any) -> int:
     become_subreaper()
     polling = dict(item.split("=", 1) for item in args.ours_polling)
     registry: dict[str, Callable[[], Tool]] = {"ours": lambda: Ours(polling), "baseline": Baseline}
     tools = [registry[name.strip()]() for name in args.tools.split(",") if name.strip()]
+    if cluster is not None:
+        tools.insert(next((i + 1 for i, t in enumerate(tools) if t.name == "ours"), 0), OursPg(polling, cluster))
     if args.peer == "reader":
         tools.append(Reader())
     defaults = {"workers": "8", "per_host": "2", "parse_workers": f"0 (= {os.cpu_count()} processes)"}

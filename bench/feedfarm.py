@@ -20,8 +20,14 @@ What it serves
 Control (on any of the addresses; documented on the first)
     POST /_bump         every feed gains 2 new entries at the top and drops
                         its 2 oldest (new ETag and Last-Modified)
+    POST /_bump?count=K the next K feeds (round robin) gain 2 entries each:
+                        some feeds change while the others answer 304
     POST /_reset        back to the initial entries; request counters zeroed
-    GET  /_stats        request counters as JSON (POST /_stats/reset zeroes them)
+    GET  /_stats        request counters as JSON (POST /_stats/reset zeroes
+                        them), with the peak of concurrent requests per host
+    GET  /_requests     with --log-requests: every feed request as
+                        [feed index, start, end] (unix seconds), to find two
+                        polls of one feed that overlapped; reset with the stats
     Signals: SIGUSR1 bumps, SIGUSR2 resets, SIGTERM/SIGINT stop.
 
 Usage
@@ -316,11 +322,17 @@ class Stats:
     gzip: int = 0
     body_bytes: int = 0
     status: Counter[int] = field(default_factory=Counter)
+    # Most feed requests one address was handling at the same moment: a
+    # poller's per-host limit seen from the server (a lower bound of what the
+    # poller holds: its slot covers connect to last byte read).
+    host_peak: Counter[str] = field(default_factory=Counter)
+    log: list[tuple[int, float, float]] = field(default_factory=list)  # (feed index, start, end), if logging
 
     def as_json(self) -> dict[str, Any]:
         return {"requests": self.requests, "connections": self.connections, "conditional": self.conditional,
                 "gzip": self.gzip, "body_bytes": self.body_bytes,
-                "status": {str(k): v for k, v in sorted(self.status.items())}}
+                "status": {str(k): v for k, v in sorted(self.status.items())},
+                "host_peak": dict(sorted(self.host_peak.items()))}
 
 
 class Farm:
@@ -328,9 +340,13 @@ class Farm:
     generation and kept, so /_reset and a repeated /_bump are instant and the
     request path does nothing but look up bytes."""
 
-    def __init__(self, spec: FarmSpec, port: int):
+    def __init__(self, spec: FarmSpec, port: int, log_requests: bool = False):
         self.spec = spec
         self.port = port
+        self.log_requests = log_requests
+        self._active: Counter[str] = Counter()  # feed requests being handled now, per address
+        self._feed_generation: list[int] | None = None  # per feed, once some feeds were bumped alone
+        self._cursor = 0  # the next feed a partial bump changes
         epoch = spec.epoch or (int(time.time()) // 3600 * 3600 - 6 * 3600)
         self.models = [FeedModel(spec, i, port, epoch) for i in range(spec.feeds)]
         self.paths = {spec.path(i): i for i in range(spec.feeds)}
@@ -351,12 +367,30 @@ class Farm:
         with self._lock:
             self.current = self._rendered(self.generation + 1)
             self.generation += 1
+            self._feed_generation = None
             return self.generation
+
+    def bump_some(self, count: int) -> int:
+        """The next ``count`` feeds (round robin) gain 2 entries each; the
+        others stay as they are. Renders only those feeds (a few ms each)."""
+        with self._lock:
+            if self._feed_generation is None:
+                self._feed_generation = [self.generation] * self.spec.feeds
+                self.current = list(self.current)  # the cached generation's list stays as it was
+            docs, generations = self.current, self._feed_generation
+            for _ in range(min(count, self.spec.feeds)):
+                index = self._cursor
+                self._cursor = (self._cursor + 1) % self.spec.feeds
+                generations[index] += 1
+                docs[index] = self.models[index].render(generations[index])
+            return min(count, self.spec.feeds)
 
     def reset(self) -> None:
         with self._lock:
             self.current = self._rendered(0)
             self.generation = 0
+            self._feed_generation = None
+            self._cursor = 0
         self.reset_stats()
 
     def reset_stats(self) -> None:
@@ -375,6 +409,20 @@ class Farm:
     def count_connection(self) -> None:
         with self._stats_lock:
             self.stats.connections += 1
+
+    def enter(self, address: str) -> float:
+        with self._stats_lock:
+            self._active[address] += 1
+            peak = self.stats.host_peak
+            peak[address] = max(peak[address], self._active[address])
+        return time.time()
+
+    def leave(self, address: str, index: int, started: float) -> None:
+        ended = time.time()
+        with self._stats_lock:
+            self._active[address] -= 1
+            if self.log_requests:
+                self.stats.log.append((index, started, ended))
 
     def urls(self) -> list[str]:
         return [m.url for m in self.models]
@@ -422,8 +470,17 @@ class _Handler(BaseHTTPRequestHandler):
         if index is None or farm.spec.host(index) != self.server.address:
             if path == "/_stats":
                 return self._json({**farm.stats.as_json(), **farm.describe()})
+            if path == "/_requests":
+                return self._json({"requests": farm.stats.log})
             farm.count(404, 9, False, False)
             return self._send(404, "Not Found", [("Content-Type", "text/plain")], b"not found")
+        started = farm.enter(self.server.address)
+        try:
+            self._feed(farm, index)
+        finally:
+            farm.leave(self.server.address, index, started)
+
+    def _feed(self, farm: Farm, index: int) -> None:
         doc = farm.current[index]
         gzipped = "gzip" in (self.headers.get("Accept-Encoding") or "")
         etag = f"W/{doc.etag}" if gzipped else doc.etag
@@ -459,6 +516,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.rfile.read(length)  # keep the connection usable
         if self.path == "/_bump":
             return self._json({"generation": farm.bump()})
+        if self.path.startswith("/_bump?count="):
+            return self._json({"bumped": farm.bump_some(int(self.path.split("=", 1)[1]))})
         if self.path == "/_reset":
             farm.reset()
             return self._json({"generation": 0})
@@ -505,12 +564,12 @@ def _bind_all(hosts: list[str], port: int) -> list[_Server]:
     raise RuntimeError("could not find a port free on every farm address")
 
 
-def serve(spec: FarmSpec, port: int, out: Path | None) -> None:
+def serve(spec: FarmSpec, port: int, out: Path | None, log_requests: bool = False) -> None:
     hosts = [f"127.0.0.{1 + i}" for i in range(min(spec.hosts, max(1, spec.feeds)))]
     servers = _bind_all(hosts, port)
     port = servers[0].server_address[1]
     started = time.monotonic()
-    farm = Farm(spec, port)
+    farm = Farm(spec, port, log_requests)
     for s in servers:
         s.farm = farm
     control = f"http://{hosts[0]}:{port}"
@@ -567,6 +626,13 @@ class FarmClient:
     def bump(self) -> int:
         return int(self._call("POST", "/_bump")["generation"])
 
+    def bump_some(self, count: int) -> int:
+        return int(self._call("POST", f"/_bump?count={count}")["bumped"])
+
+    def requests(self) -> list[tuple[int, float, float]]:
+        """The farm's request log (started with log_requests): (feed index, start, end)."""
+        return [(int(i), float(s), float(e)) for i, s, e in self._call("GET", "/_requests")["requests"]]
+
     def reset(self) -> None:
         self._call("POST", "/_reset")
 
@@ -581,11 +647,14 @@ class FarmProcess:
     """The farm in a child process (so its CPU is not the measured tool's),
     started and stopped by the runner."""
 
-    def __init__(self, spec: FarmSpec, out: Path, python: str = sys.executable, port: int = 0):
+    def __init__(self, spec: FarmSpec, out: Path, python: str = sys.executable, port: int = 0,
+                 log_requests: bool = False):
         self.spec = spec
         self.out = out
         cmd = [python, "-m", "bench.feedfarm", "serve", "--feeds", str(spec.feeds), "--entries", str(spec.entries),
                "--seed", str(spec.seed), "--hosts", str(spec.hosts), "--port", str(port), "--out", str(out)]
+        if log_requests:
+            cmd.append("--log-requests")
         if spec.epoch:
             cmd += ["--epoch", str(spec.epoch)]
         root = Path(__file__).resolve().parent.parent
@@ -650,13 +719,14 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--port", type=int, default=0, help="port on every address (0: pick a free one)")
     s.add_argument("--epoch", type=int, default=0, help="unix time of the newest initial entries (0: now - 6h)")
     s.add_argument("--out", type=Path, help="write feeds.yaml, urls.txt and farm.json here")
+    s.add_argument("--log-requests", action="store_true", help="keep every feed request's times (GET /_requests)")
     for name in ("bump", "reset", "stats"):
         c = sub.add_parser(name, help=f"{name} a running farm")
         c.add_argument("--control", required=True, help="the URL printed after READY")
     args = parser.parse_args(argv)
     if args.command == "serve":
         spec = FarmSpec(feeds=args.feeds, entries=args.entries, seed=args.seed, hosts=args.hosts, epoch=args.epoch)
-        serve(spec, args.port, args.out)
+        serve(spec, args.port, args.out, args.log_requests)
         return
     client = FarmClient(args.control)
     if args.command == "bump":

@@ -83,8 +83,10 @@ def test_hot_queries_use_indexes(ws: Workspace) -> None:
                                 " ORDER BY sort_at DESC, seq DESC LIMIT ?", ("x", "x", 1, 500)),
         "story members": store.explain("SELECT seq, feed_id, sort_at, story_id FROM articles INDEXED BY articles_story"
                                        " WHERE story_id IN (?, ?) AND visible = 1 ORDER BY seq", ("a", "b")),
-        "story candidates": store.explain("SELECT story_id FROM story_index WHERE key = ? AND at >= ? AND at <= ?"
-                                          " LIMIT ?", ("a", "x", "y", 101)),
+        "story candidates": store.explain(
+            "SELECT key, story_id FROM (SELECT key, story_id FROM story_index WHERE key = ? AND at >= ? AND at <= ?"
+            " LIMIT ?) AS k0 UNION ALL SELECT key, story_id FROM (SELECT key, story_id FROM story_index"
+            " WHERE key = ? AND at >= ? AND at <= ? LIMIT ?) AS k1", ("a", "x", "y", 101, "b", "x", "y", 101)),
         "tag": store.explain("SELECT feed_id FROM feed_tags WHERE tag = ?", ("world",)),
     }
     assert "feeds_due" in " ".join(plans["due feeds"])
@@ -93,7 +95,9 @@ def test_hot_queries_use_indexes(ws: Workspace) -> None:
     assert "articles_canonical" in " ".join(plans["canonical across feeds"])
     latest = " ".join(plans["latest"])
     assert "articles_latest" in latest and "TEMP B-TREE" not in latest  # no sort step
-    assert "PRIMARY KEY" in " ".join(plans["story candidates"])
+    candidates = plans["story candidates"]
+    assert sum("PRIMARY KEY" in line for line in candidates) == 2 and not any("SCAN story_index" in line
+                                                                            for line in candidates), candidates
     assert "feed_tags_tag" in " ".join(plans["tag"])
     for name, plan in plans.items():
         assert not any(line.startswith("SCAN articles") and "INDEX" not in line for line in plan), (name, plan)
@@ -241,3 +245,26 @@ def test_a_dead_local_pollers_leases_come_back_at_once(tmp_path: Path) -> None:
     assert store.release_orphaned_leases() == 1
     assert [f.id for f in store.claim("me", [s.feed_id for s in subs], utcnow(), 600)] == ["id0"]
     store.close()
+
+
+def test_story_index_rows_keep_each_keys_limit_and_window_in_one_statement_per_50_keys(ws: Workspace) -> None:
+    """The candidates of a new article's keys: every story of a key within the window, None for a key
+    more than ``most`` window articles carry, every key answered (an empty list for one nobody carries),
+    past the 50 keys one statement takes."""
+    from aggregator.model import iso
+
+    start = utcnow()
+    inside, outside = iso(start + timedelta(hours=1)), iso(start + timedelta(days=3))
+    keys = [f"key{k}" for k in range(120)]  # three statements: 50 + 50 + 20 keys
+    with ws.store.ingest("feed") as tx:
+        rows = [(key, inside, 1000 * k + n, f"story{k}-{n}") for k, key in enumerate(keys[:110]) for n in range(k % 5)]
+        rows += [(key, outside, 900_000 + k, f"late{k}") for k, key in enumerate(keys)]
+        tx.conn.executemany("INSERT INTO story_index (key, at, seq, story_id) VALUES (?, ?, ?, ?)", rows)
+        found = tx.story_index_rows([*keys, "key3"], start, start + timedelta(days=1), 3)
+    assert set(found) == set(keys)
+    for k, key in enumerate(keys):
+        wanted = {f"story{k}-{n}" for n in range(k % 5)} if k < 110 else set()
+        if len(wanted) > 3:
+            assert found[key] is None, key  # too common to name candidates
+        else:
+            assert sorted(found[key] or []) == sorted(wanted), (key, found[key])

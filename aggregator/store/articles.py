@@ -16,6 +16,8 @@ from aggregator.store.feeds import FeedsMixin
 _REF_COLUMNS = (
     "a.seq, a.id, a.feed_id, a.content_hash, a.updated_at, a.modified_at, a.rewrites, a.duplicate_of, a.story_id"
 )
+# Keys looked up per statement in story_index_rows (well under SQLite's 500 terms of a compound SELECT).
+_KEYS_PER_STATEMENT = 50
 _UPSERT_KEY = (
     "INSERT INTO entry_keys (feed_id, entry_key, article_seq) VALUES (?, ?, ?)"
     " ON CONFLICT(feed_id, entry_key) DO UPDATE SET article_seq = excluded.article_seq, deleted_at = NULL"
@@ -219,22 +221,35 @@ class IngestTransaction:
     ) -> dict[str, list[str] | None]:
         """For each key, the stories of the indexed articles carrying it,
         published within [start, end] (the index, never a scan); None for a
-        key more than ``most`` such articles carry. Such a key is asked
-        whether a row lies beyond ``most`` first, which the database answers
-        without handing a row over: with common keys (a feed farm, a site's
-        boilerplate) reading their rows was most of a poll's time."""
-        rows: dict[str, list[str] | None] = {}
+        key more than ``most`` such articles carry.
+
+        Two statements for all of an article's keys, each arm still a range
+        of the index: first which keys lie on more than ``most`` rows (asked
+        with an OFFSET, which the database answers without handing a row
+        over: with common keys, such as a site's boilerplate, reading their
+        rows was most of a poll's time), then the rows of the others. A
+        statement per key was half of a new article's round trips to a
+        PostgreSQL server, inside the ingest lock."""
         window = (iso(start), iso(end))
-        for key in keys:
-            common = self.conn.execute(
-                "SELECT 1 FROM story_index WHERE key = ? AND at >= ? AND at <= ? LIMIT 1 OFFSET ?", (key, *window, most)
-            ).fetchone()
-            rows[key] = None if common else [
-                r[0]
-                for r in self.conn.execute(
-                    "SELECT story_id FROM story_index WHERE key = ? AND at >= ? AND at <= ?", (key, *window)
-                )
-            ]  # fmt: skip
+        common: set[str] = set()
+        for part in chunks(list(dict.fromkeys(keys)), _KEYS_PER_STATEMENT):
+            sql = " UNION ALL ".join(
+                f"SELECT key FROM (SELECT key FROM story_index WHERE key = ? AND at >= ? AND at <= ?"
+                f" LIMIT 1 OFFSET ?) AS c{n}"
+                for n in range(len(part))
+            )
+            common.update(r[0] for r in self.conn.execute(sql, [v for key in part for v in (key, *window, most)]))
+        rows: dict[str, list[str] | None] = {key: None if key in common else [] for key in keys}
+        for part in chunks([key for key in rows if key not in common], _KEYS_PER_STATEMENT):
+            sql = " UNION ALL ".join(
+                f"SELECT key, story_id FROM (SELECT key, story_id FROM story_index"
+                f" WHERE key = ? AND at >= ? AND at <= ?) AS k{n}"
+                for n in range(len(part))
+            )
+            for r in self.conn.execute(sql, [v for key in part for v in (key, *window)]):
+                found = rows[r[0]]
+                assert found is not None
+                found.append(r[1])
         return rows
 
     def story_profiles(self, story_ids: Sequence[str]) -> dict[str, str]:
