@@ -36,7 +36,7 @@ import psutil
 from aggregator.config import load_config
 from aggregator.subscriptions import feed_id_for
 from aggregator.dedupe import Insert, Plan
-from aggregator.model import Author, ParsedEntry, Subscription, utcnow
+from aggregator.model import FIRST_OF_STORY, Author, ParsedEntry, Subscription, utcnow
 from aggregator.publish import Publisher
 from aggregator.publish.atom import render_atom
 from aggregator.store import SQLiteStore as Store
@@ -72,9 +72,9 @@ def build_database(path: Path, feeds: int, articles: int) -> float:
                                 guid=link, url=link, canonical_url=canonical_url(link), title=_text(rng, 9).capitalize(),
                                 authors=(Author(name=f"Writer {n % 17}"),), summary=summary, content=content,
                                 categories=(rng.choice(WORDS),), published_at=when)
-            plan.inserts.append(Insert(entry, link, None))
+            plan.inserts.append(Insert(entry, link, None, when))
         with store.ingest(sub.feed_id) as tx:
-            tx.apply(plan, base + timedelta(days=330))
+            tx.apply(plan, [FIRST_OF_STORY] * len(plan.inserts), base + timedelta(days=330))
         if f % 1000 == 999:
             print(f"  {f + 1} feeds, {(f + 1) * per_feed:,} articles, {time.monotonic() - started:.0f}s", flush=True)
     store.close()

@@ -17,15 +17,30 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from aggregator.config import Config, SearchSettings
 from aggregator.filters import hidden_by, subject_of
-from aggregator.model import FeedState, FeedStatus, Story, Subscription
+from aggregator.model import Article, FeedState, FeedStatus, Story, Subscription
 from aggregator.publish.atom import render_atom
 from aggregator.publish.common import FeedMeta, fit, newest_update, plain_text
-from aggregator.publish.html import render_index, render_sources
+from aggregator.publish.html import (
+    ARCHIVE_PAGE,
+    ArchivePage,
+    Links,
+    Site,
+    render_archive_index,
+    render_archive_page,
+    render_index,
+    render_source,
+    render_sources,
+    render_story,
+    reports_of,
+    source_path,
+    story_path,
+)
 from aggregator.publish.jsonfeed import render_json
 from aggregator.publish.opml import render_opml
 from aggregator.publish.rss import render_rss
@@ -84,7 +99,26 @@ SEARCH_SECONDS = 2.0  # the database time one search box request may take
 SEARCH_RESULTS = 30
 SOURCE_PATHS = ("feeds", "opml")  # the documents about feeds rather than stories
 # URL path (no leading slash) -> static file, for paths that are not file names.
-STATIC_NAMES = {"": "index.html", "feeds": "feeds/index.html", "opml": "subscriptions.opml"}
+STATIC_NAMES = {
+    "": "index.html",
+    "feeds": "feeds/index.html",
+    "opml": "subscriptions.opml",
+    "archive": "archive/index.html",
+}
+# Folders of pages that come and go with tags, searches, sources, stories and days.
+PAGE_DIRS = ("tags", "search", "sources", "stories", "archive")
+
+# The pages that can be many are bounded, so that a rebuild after every change
+# stays cheap and the snapshot (held in memory) small, at 10,000 feeds too:
+# - a page per story for the stories on the Latest, tag and saved-search pages
+#   (at most output.entries x (1 + tags + searches)), up to MAX_STORY_PAGES;
+# - a page per source for up to MAX_SOURCE_PAGES sources (all of them below that;
+#   above it, those that brought new articles most recently), SOURCE_STORIES each;
+# - the archive: whole days of stories, newest first, up to ARCHIVE_STORIES.
+MAX_STORY_PAGES = 5000
+MAX_SOURCE_PAGES = 1000
+SOURCE_STORIES = 20
+ARCHIVE_STORIES = 2000
 
 
 class Publisher:
@@ -98,6 +132,12 @@ class Publisher:
         self.latest_meta = FeedMeta(
             title=output.title, subtitle=output.subtitle, id=config.feed_id_uri, base_url=self.base_url, path="latest"
         )
+        self.site = Site(title=output.title, base_url=self.base_url)
+        self._links = Links()  # the sources and stories that have pages, as of the last build
+        # URL path -> (fingerprint of what the page shows, its document): a page
+        # whose content did not change is not rendered again. Pages no longer
+        # made drop out at the next build.
+        self._pages: dict[str, tuple[str, Document]] = {}
         # path -> (fingerprint of the stories shown, rendered documents): a
         # scope whose stories did not change is not rendered again.
         self._rendered: dict[str, tuple[str, dict[str, Document]]] = {}
@@ -129,7 +169,10 @@ class Publisher:
         if previous is not None and same_content:
             documents.update({p: d for p, d in previous.documents.items() if p not in SOURCE_PATHS})
         else:
+            sources_before = self._links.sources
             documents.update(self._render_stories())
+            if self._links.sources != sources_before:
+                previous = None  # the sources table links the source pages: it follows them
         recent = time.monotonic() - self.sources_built < sources_every
         if previous is not None and same_content and (previous.status_version == status_version or recent):
             documents.update({p: previous.documents[p] for p in SOURCE_PATHS})
@@ -153,26 +196,125 @@ class Publisher:
 
     def _render_stories(self) -> dict[str, Document]:
         """Every scope's stories in every format: Latest (whose HTML page is
-        the home page), each tag, each saved search."""
+        the home page), each tag, each saved search; and the reading pages:
+        a page per source, per story and per archive day."""
         documents: dict[str, Document] = {}
+        pages: dict[str, tuple[str, Document]] = {}
         tags = self.store.tags()
         last_poll = self.store.last_poll_at()
         latest = fit(self.store.latest(self.entries, self.per_source))
-        meta = replace(self.latest_meta, empty_updated=last_poll)
-        documents.update(self._feed_documents(latest, meta))
-        updated = newest_update(latest) if latest else None
-        note = "" if latest else self._why_empty()
-        documents[""] = Document("", render_index(latest, meta, tags, empty_note=note), HTML, updated)
+        scopes: list[tuple[list[Story], FeedMeta]] = [(latest, replace(self.latest_meta, empty_updated=last_poll))]
         for tag in tags:
             stories = fit(self.store.latest(self.entries, self.per_source, tag=tag))
-            documents.update(self._feed_documents(stories, replace(self.tag_meta(tag), empty_updated=last_poll), tags))
+            scopes.append((stories, replace(self.tag_meta(tag), empty_updated=last_poll)))
         for search in self.config.settings.searches:
             stories = fit(self.store.latest(self.entries, self.per_source, seqs=self._matches(search)))
-            documents.update(
-                self._feed_documents(stories, replace(self.search_meta(search), empty_updated=last_poll), tags)
-            )
+            scopes.append((stories, replace(self.search_meta(search), empty_updated=last_poll)))
+        feeds = self._source_feeds()
+        story_ids = list(dict.fromkeys(s.story_id for stories, _ in scopes for s in stories))[:MAX_STORY_PAGES]
+        links = Links(sources=frozenset(f.id for f in feeds), stories=frozenset(story_ids))
+        self._links = links
+
+        for n, (stories, meta) in enumerate(scopes):
+            documents.update(self._feed_documents(stories, meta))
+            path = "" if n == 0 else meta.path + ".html"
+            note = self._why_empty() if n == 0 and not stories else ""
+            page_fp = _fingerprint(stories, meta) + _links_of(stories, links) + "|" + ",".join(tags) + note
+            html_meta = meta if n else replace(meta, path="latest")
+            render = partial(render_index, stories, html_meta, self.site, tags, links, note)
+            self._page(pages, documents, path, page_fp, stories, render)
         self._empty = not latest
+
+        # Source and archive pages link no story pages: those exist only while
+        # a story is in a feed, and these pages must not change when it leaves.
+        plain = Links(sources=links.sources)
+        by_feed = self.store.newest_of_feeds([f.id for f in feeds], SOURCE_STORIES)
+        for feed in feeds:
+            stories = fit(by_feed.get(feed.id, []))
+            fp = _fingerprint(stories, self.latest_meta) + _links_of(stories, plain) + repr(_feed_key(feed))
+            self._page(pages, documents, source_path(feed.id), fp, stories,
+                       partial(render_source, feed, stories, self.site, plain))  # fmt: skip
+
+        for view in self.store.stories_by_id(story_ids):
+            reports = reports_of([(m.article, m.feed) for m in view.members])
+            if not reports:
+                continue
+            fp = repr([(r.feed_id, r.source, _article_key(r.article)) for r in reports]) + _links_of_feeds(
+                [r.feed_id for r in reports], links
+            )
+            updated = max(r.article.updated_at or r.article.published_at or r.article.first_seen_at for r in reports)
+            render = partial(render_story, reports, self.site, links)
+            self._page(pages, documents, story_path(view.id), fp, [], render, updated)
+
+        self._render_archive(pages, documents, plain)
+        self._pages = pages
         return documents
+
+    def _page(
+        self,
+        pages: dict[str, tuple[str, Document]],
+        documents: dict[str, Document],
+        path: str,
+        fingerprint: str,
+        stories: Sequence[Story],
+        render: Callable[[], bytes],
+        updated: datetime | None = None,
+    ) -> None:
+        """One HTML page, rendered only when its fingerprint changed."""
+        fingerprint = hashlib.sha256(fingerprint.encode("utf-8", "surrogatepass")).hexdigest()
+        cached = self._pages.get(path)
+        if cached is not None and cached[0] == fingerprint:
+            document = cached[1]
+        else:
+            when = updated if updated is not None else (newest_update(stories) if stories else None)
+            document = Document(path, render(), HTML, when)
+        pages[path] = (fingerprint, document)
+        documents[path] = document
+
+    def _source_feeds(self) -> list[FeedState]:
+        """The feeds that get a page of their own: every subscribed feed, or
+        above MAX_SOURCE_PAGES those that brought new articles most recently."""
+        feeds = [f for f in self.store.feeds() if f.status is not FeedStatus.UNSUBSCRIBED]
+        if len(feeds) > MAX_SOURCE_PAGES:
+            feeds.sort(key=lambda f: (f.last_new_at is not None, f.last_new_at or EPOCH_KEY, f.id), reverse=True)
+            feeds = feeds[:MAX_SOURCE_PAGES]
+        return sorted(feeds, key=lambda f: f.id)
+
+    def _render_archive(
+        self, pages: dict[str, tuple[str, Document]], documents: dict[str, Document], links: Links
+    ) -> None:
+        """Older stories by day of their story time (UTC): whole days, newest
+        first, each in pages of ARCHIVE_PAGE counted from the day's newest
+        story. A finished day's pages keep their URLs and bytes unless one of
+        their stories changes (an edit, a hidden article, a late report)."""
+        stories = fit(self.store.latest(ARCHIVE_STORIES, ARCHIVE_STORIES), budget=2**62)
+        days: dict[str, list[Story]] = {}
+        for story in stories:
+            days.setdefault(f"{_story_time(story):%Y-%m-%d}", []).append(story)
+        order = sorted(days, reverse=True)
+        cut = len(stories) >= ARCHIVE_STORIES and len(order) > 1
+        if cut:  # the oldest day may be cut short by the bound: only whole days
+            order = order[:-1]
+        parts: list[tuple[str, int, int, list[Story]]] = []
+        for day in order:
+            chunks = [days[day][i : i + ARCHIVE_PAGE] for i in range(0, len(days[day]), ARCHIVE_PAGE)]
+            parts.extend((day, n + 1, len(chunks), chunk) for n, chunk in enumerate(chunks))
+        paths = [ArchivePage(d, p, ps, None, None).path for d, p, ps, _ in parts]
+        for i, (day, part, count, chunk) in enumerate(parts):
+            page = ArchivePage(
+                day, part, count, paths[i - 1] if i else None, paths[i + 1] if i + 1 < len(parts) else None
+            )
+            fp = _fingerprint(chunk, self.latest_meta) + _links_of(chunk, links) + repr(page)
+            self._page(
+                pages, documents, page.path, fp, chunk, partial(render_archive_page, page, chunk, self.site, links)
+            )
+        listing = [(d, len(days[d]), -(-len(days[d]) // ARCHIVE_PAGE)) for d in order]
+        note = "Stories by the day (UTC) of their first report, newest first." + (
+            f" The archive keeps the newest {ARCHIVE_STORIES:,} stories, in whole days." if cut else ""
+        )
+        updated = max((newest_update(c) for *_, c in parts), default=None)
+        render = partial(render_archive_index, listing, self.site, note)
+        self._page(pages, documents, "archive", repr(listing) + note, [], render, updated)
 
     def search_page(self, text: str) -> tuple[int, bytes]:
         """The search box's answer: an HTML page of the stories matching ``text``
@@ -183,10 +325,16 @@ class Publisher:
 
         meta = replace(self.latest_meta, title=f"{self.latest_meta.title}: search", path="search")
         tags = self.store.tags()
+
+        def page(stories: list[Story], note: str, query: str | None, subtitle: str | None = None) -> bytes:
+            shown = replace(meta, subtitle=subtitle) if subtitle else meta
+            links = Links(sources=self._links.sources)
+            return render_index(stories, shown, self.site, tags, links, note, query, feeds=False)
+
         if not text.strip():
-            return 200, render_index([], meta, tags, empty_note="Type words to search for.", query="")
+            return 200, page([], "Type words to search for.", "")
         if not self._searches.acquire(blocking=False):
-            return 503, render_index([], meta, tags, empty_note="Too many searches at once; try again in a moment.")
+            return 503, page([], "Too many searches at once; try again in a moment.", text)
         try:
             query = parse(text)
             with self.store.time_limit(SEARCH_SECONDS):
@@ -194,14 +342,13 @@ class Publisher:
                     self.store.latest(SEARCH_RESULTS, SEARCH_RESULTS, seqs=self.store.search_seqs(query, 300))
                 )
         except QueryError as exc:
-            return 400, render_index([], meta, tags, empty_note=f"Cannot search for that: {exc}.", query=text)
+            return 400, page([], f"Cannot search for that: {exc}.", text)
         except TimeoutError:
-            return 503, render_index([], meta, tags, empty_note="The search took too long; try fewer or rarer words.",
-                                     query=text)  # fmt: skip
+            return 503, page([], "The search took too long; try fewer or rarer words.", text)
         finally:
             self._searches.release()
         note = "" if stories else "No stored story matches."
-        return 200, render_index(stories, replace(meta, subtitle=f"Stories matching: {text}"), tags, note, text)
+        return 200, page(stories, note, text, f"Stories matching: {text}")
 
     def _matches(self, search: SearchSettings) -> list[int]:
         """The newest articles a saved search shows: its query, its tags, its own filters."""
@@ -233,11 +380,9 @@ class Publisher:
             return f"{waiting} of {len(feeds)} feeds not polled yet."
         return f"The {len(feeds)} feeds have no stories to show yet."
 
-    def _feed_documents(
-        self, stories: list[Story], meta: FeedMeta, tags: Sequence[str] | None = None
-    ) -> dict[str, Document]:
-        """The scope's feeds (and, with ``tags``, its HTML page), rendered only when its stories changed."""
-        fingerprint = _fingerprint(stories, meta) + ("|html:" + ",".join(tags) if tags is not None else "")
+    def _feed_documents(self, stories: list[Story], meta: FeedMeta) -> dict[str, Document]:
+        """The scope's feeds, rendered only when its stories changed."""
+        fingerprint = _fingerprint(stories, meta)
         cached = self._rendered.get(meta.path)
         if cached is not None and cached[0] == fingerprint:
             return cached[1]
@@ -246,9 +391,6 @@ class Publisher:
         for suffix, (content_type, render) in FORMATS.items():
             path = meta.path + suffix
             out[path] = Document(path, render(stories, meta), content_type, updated)
-        if tags is not None:
-            page = meta.path + ".html"
-            out[page] = Document(page, render_index(stories, meta, tags), HTML, updated)
         self._rendered[meta.path] = (fingerprint, out)
         return out
 
@@ -262,7 +404,7 @@ class Publisher:
             {f.id: f.site_url for f in feeds if f.site_url},
         )
         return {
-            "feeds": Document("feeds", render_sources(feeds, self.latest_meta), HTML, None),
+            "feeds": Document("feeds", render_sources(feeds, self.latest_meta, self.site, self._links), HTML, None),
             "opml": Document("opml", opml, OPML, None),
         }
 
@@ -293,6 +435,35 @@ def _fingerprint(stories: list[Story], meta: FeedMeta) -> str:
             ).encode()
         )
     return digest.hexdigest()
+
+
+EPOCH_KEY = datetime.min.replace(tzinfo=UTC)
+
+
+def _story_time(story: Story) -> datetime:
+    """Where a story sorts: min(published, first seen) of its entry, as the store orders them."""
+    a = story.article
+    return min(a.published_at or a.first_seen_at, a.first_seen_at)
+
+
+def _article_key(a: Article) -> tuple[object, ...]:
+    return (a.id, a.content_hash, a.url, a.title, a.updated_at, a.published_at, a.first_seen_at)
+
+
+def _feed_key(feed: FeedState) -> tuple[object, ...]:
+    """What a source page shows of its feed."""
+    return (feed.display_title, feed.url, feed.site_url, feed.tags)
+
+
+def _links_of(stories: Sequence[Story], links: Links) -> str:
+    """Which of the stories and their sources have pages: an entry's links depend on it."""
+    return "|links:" + "".join(
+        f"{int(s.story_id in links.stories)}{int(s.source.feed_id in links.sources)}" for s in stories
+    )
+
+
+def _links_of_feeds(feed_ids: Sequence[str], links: Links) -> str:
+    return "|links:" + "".join(str(int(f in links.sources)) for f in feed_ids)
 
 
 def _subscription(feed: FeedState) -> Subscription:
@@ -327,7 +498,7 @@ def write_static(snapshot: Snapshot, out_dir: Path) -> list[str]:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
         written.append(relative)
-    for scope_dir in (out_dir / "tags", out_dir / "search"):  # tags and searches that are gone
+    for scope_dir in (out_dir / name for name in PAGE_DIRS):  # tags, searches, sources, stories, days gone
         if scope_dir.is_dir():
             for stale in scope_dir.iterdir():
                 if stale.is_file() and stale not in wanted and (stale.suffix in FORMATS or stale.suffix == ".html"):

@@ -61,6 +61,14 @@ class LatestMixin(ArticlesMixin):
             picked = self._walk(feeds, limit, per_source)
         return self._stories(picked)
 
+    def newest_of_feeds(self, feed_ids: Collection[str], per_feed: int) -> dict[str, list[Story]]:
+        """Each feed's newest ``per_feed`` visible articles, each as an entry
+        with the other outlets of its story: the feeds' own pages."""
+        out: dict[str, list[Story]] = {fid: [] for fid in feed_ids}
+        for story in self._stories(self._feed_tops(feed_ids, per_feed)):
+            out[story.source.feed_id].append(story)
+        return out
+
     # --- choosing --------------------------------------------------------------------
 
     def _walk(self, feeds: set[str] | None, limit: int, per_source: int) -> list[_Member]:
@@ -157,7 +165,7 @@ class LatestMixin(ArticlesMixin):
                 part,
             ):
                 sizes[r[1]] = sizes.get(r[1], 0) + 1
-                if r[5] and r[0] not in rows:
+                if r[5]:  # the entry's own article is left out below, with its feed
                     others.setdefault(r[1], []).append((r[0], r[2], r[3], r[4], r[6]))
         feed_ids = {r["feed_id"] for r in rows.values()} | {o[1] for group in others.values() for o in group}
         feeds = self.feeds_by_id(feed_ids)
