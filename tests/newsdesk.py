@@ -33,6 +33,7 @@ class Newsdesk:
     event_outlets: tuple[str, ...]  # the outlets that reported EVENT_TITLE
     busy_day: str  # the day with more stories than one archive page holds
     articles: int  # visible articles in all
+    items: dict[str, list[Item]]  # outlet name -> its feed's items
 
 
 def _date(day: int, hour: int, minute: int) -> str:
@@ -98,7 +99,8 @@ def build(server: FeedServer) -> Newsdesk:
         feeds[name] = server.add(f"/feeds/{slug}.xml", rss(items, title=name, link=server.url(f"/news/{slug}/")))
         page(f"{slug}/", name)
     return Newsdesk(feeds=feeds, event_outlets=("Kurdistan 24", "Rudaw English", "The Daily Planet"),
-                    busy_day="2026-06-02", articles=sum(len(items) for _, items, _ in outlets.values()))
+                    busy_day="2026-06-02", articles=sum(len(items) for _, items, _ in outlets.values()),
+                    items={name: items for name, (_, items, _) in outlets.items()})
 
 
 def subscriptions(desk: Newsdesk) -> list[dict[str, object]]:

@@ -220,7 +220,7 @@ def summary_text(article: Article, limit: int = SUMMARY_CHARACTERS) -> str:
     tail = text[-120:]
     match = _READ_MORE.search(tail)
     if match:
-        text = (text[: len(text) - len(tail)] + tail[: match.start()]).rstrip(" |:-\u2013\u2014")
+        text = (text[: len(text) - len(tail)] + tail[: match.start()]).rstrip(" |:-\u2013\u2014\u2026")
     return text
 
 
@@ -248,7 +248,7 @@ def _entry(site: Site, story: Story, links: Links) -> str:
         names = ", ".join(
             f'<a href="{_e(o.url)}">{_e(o.source.title)}</a>' if o.url else _e(o.source.title) for o in story.also
         )
-        also = f'<p class="also">Also reported by {names}</p>'
+        also = f'<p class="also">Also reported by {names} ({len(story.also) + 1} outlets)</p>'
     return (
         f"<article>{img}<h2>{heading}</h2>"
         f'<p class="meta">{_source_link(site, links, source.feed_id, source.title)} · {_when(entry_published(story))}'
