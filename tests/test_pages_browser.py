@@ -63,7 +63,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         def ready() -> bool:
             status, body = daemon.get("/")
             _, archive = daemon.get("/archive")
-            return status == 200 and b"Story: 3 reports" in body and b"2026-06-01" in archive
+            return status == 200 and b"All reports" in body and b"2026-06-01" in archive
 
         daemon.wait_until(ready, 60, "every feed polled and the event's three reports in one story")
         yield Service(daemon, desk, server)
@@ -196,7 +196,7 @@ def _page_url(service: Service, kind: str) -> str:
     if kind == "source":
         return re.findall(r'href="([^"]*/sources/[0-9a-f]{12}\.html)"', home)[0]
     if kind == "story":
-        return re.search(r'href="([^"]*/stories/[0-9a-f]{16}\.html)">Story: 3 reports', home).group(1)  # type: ignore[union-attr]
+        return re.search(r'href="([^"]*/stories/[0-9a-f]{16}\.html)">All reports', home).group(1)  # type: ignore[union-attr]
     if kind == "archive":
         return service.url("archive")
     if kind == "archive-day":

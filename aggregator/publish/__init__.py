@@ -110,14 +110,15 @@ PAGE_DIRS = ("tags", "search", "sources", "stories", "archive")
 
 # The pages that can be many are bounded, so that a rebuild after every change
 # stays cheap and the snapshot (held in memory) small, at 10,000 feeds too:
-# - a page per story for the stories on the Latest, tag and saved-search pages
-#   (at most output.entries x (1 + tags + searches)), up to MAX_STORY_PAGES;
+# - a page per story reported by more than one outlet (a story of one report
+#   is all on its entry) among the stories on the Latest, tag and saved-search
+#   pages (at most output.entries x (1 + tags + searches)), up to MAX_STORY_PAGES;
 # - a page per source for up to MAX_SOURCE_PAGES sources (all of them below that;
 #   above it, those that brought new articles most recently), SOURCE_STORIES each;
 # - the archive: whole days of stories, newest first, up to ARCHIVE_STORIES.
-MAX_STORY_PAGES = 5000
-MAX_SOURCE_PAGES = 1000
-SOURCE_STORIES = 20
+MAX_STORY_PAGES = 2000
+MAX_SOURCE_PAGES = 500
+SOURCE_STORIES = 10
 ARCHIVE_STORIES = 2000
 
 
@@ -138,6 +139,7 @@ class Publisher:
         # whose content did not change is not rendered again. Pages no longer
         # made drop out at the next build.
         self._pages: dict[str, tuple[str, Document]] = {}
+        self._feeds: list[FeedState] | None = None
         # path -> (fingerprint of the stories shown, rendered documents): a
         # scope whose stories did not change is not rendered again.
         self._rendered: dict[str, tuple[str, dict[str, Document]]] = {}
@@ -164,6 +166,7 @@ class Publisher:
         after every poll. Story changes are always rendered at once."""
         content_version = self.store.content_version()
         status_version = self.store.status_version()
+        self._feeds = None  # read once per build, when needed (10,000 feeds take ~0.5 s)
         documents: dict[str, Document] = {}
         same_content = previous is not None and previous.content_version == content_version
         if previous is not None and same_content:
@@ -211,7 +214,8 @@ class Publisher:
             stories = fit(self.store.latest(self.entries, self.per_source, seqs=self._matches(search)))
             scopes.append((stories, replace(self.search_meta(search), empty_updated=last_poll)))
         feeds = self._source_feeds()
-        story_ids = list(dict.fromkeys(s.story_id for stories, _ in scopes for s in stories))[:MAX_STORY_PAGES]
+        story_ids = list(dict.fromkeys(s.story_id for stories, _ in scopes for s in stories if s.also))
+        story_ids = story_ids[:MAX_STORY_PAGES]
         links = Links(sources=frozenset(f.id for f in feeds), stories=frozenset(story_ids))
         self._links = links
 
@@ -230,7 +234,7 @@ class Publisher:
         plain = Links(sources=links.sources)
         by_feed = self.store.newest_of_feeds([f.id for f in feeds], SOURCE_STORIES)
         for feed in feeds:
-            stories = fit(by_feed.get(feed.id, []))
+            stories = by_feed.get(feed.id, [])  # each entry is bounded as it is rendered
             fp = _fingerprint(stories, self.latest_meta) + _links_of(stories, plain) + repr(_feed_key(feed))
             self._page(pages, documents, source_path(feed.id), fp, stories,
                        partial(render_source, feed, stories, self.site, plain))  # fmt: skip
@@ -271,10 +275,15 @@ class Publisher:
         pages[path] = (fingerprint, document)
         documents[path] = document
 
+    def _all_feeds(self) -> list[FeedState]:
+        if self._feeds is None:
+            self._feeds = self.store.feeds()
+        return self._feeds
+
     def _source_feeds(self) -> list[FeedState]:
         """The feeds that get a page of their own: every subscribed feed, or
         above MAX_SOURCE_PAGES those that brought new articles most recently."""
-        feeds = [f for f in self.store.feeds() if f.status is not FeedStatus.UNSUBSCRIBED]
+        feeds = [f for f in self._all_feeds() if f.status is not FeedStatus.UNSUBSCRIBED]
         if len(feeds) > MAX_SOURCE_PAGES:
             feeds.sort(key=lambda f: (f.last_new_at is not None, f.last_new_at or EPOCH_KEY, f.id), reverse=True)
             feeds = feeds[:MAX_SOURCE_PAGES]
@@ -287,7 +296,7 @@ class Publisher:
         first, each in pages of ARCHIVE_PAGE counted from the day's newest
         story. A finished day's pages keep their URLs and bytes unless one of
         their stories changes (an edit, a hidden article, a late report)."""
-        stories = fit(self.store.latest(ARCHIVE_STORIES, ARCHIVE_STORIES), budget=2**62)
+        stories = self.store.latest(ARCHIVE_STORIES, ARCHIVE_STORIES)  # entries are bounded as they are rendered
         days: dict[str, list[Story]] = {}
         for story in stories:
             days.setdefault(f"{_story_time(story):%Y-%m-%d}", []).append(story)
@@ -369,7 +378,7 @@ class Publisher:
 
     def _why_empty(self) -> str:
         """What the home page says when there is nothing to show yet, and why."""
-        feeds = [f for f in self.store.feeds() if f.status is FeedStatus.ACTIVE]
+        feeds = [f for f in self._all_feeds() if f.status is FeedStatus.ACTIVE]
         if not feeds:
             return "No feeds are subscribed yet: add some to feeds/ (see the README) or run `aggregator feeds add URL`."
         failing = sum(1 for f in feeds if f.error_count)
@@ -395,7 +404,7 @@ class Publisher:
         return out
 
     def _render_sources(self) -> dict[str, Document]:
-        feeds = [f for f in self.store.feeds() if f.status is not FeedStatus.UNSUBSCRIBED]
+        feeds = [f for f in self._all_feeds() if f.status is not FeedStatus.UNSUBSCRIBED]
         subs = [_subscription(f) for f in feeds]
         opml = render_opml(
             subs,
