@@ -58,6 +58,10 @@ def test_the_pages_and_their_links(ws: Workspace, desk: Newsdesk) -> None:
     assert [p for p in links(home) if p.startswith("tags/")] == ["tags/kurdistan.html", "tags/tech.html",
                                                                  "tags/world.html"]
     assert {"tags/world.atom", "tags/world.rss", "tags/world.json"} <= set(links(snapshot.documents["tags/world.html"].body))
+    # "Older stories" goes on from the home page's last story, at its archive page.
+    older = re.search(r'rel="next" href="https://news\.example\.org/(archive/[^"]+)">Older stories', home.decode())
+    last_title = re.findall(r"<h2><a [^>]*>([^<]+)</a></h2>", home.decode())[-1]
+    assert older and last_title.encode() in snapshot.documents[older.group(1)].body
     # The days link each other in reading order: newer to older.
     order = ["archive/2026-06-03.html", "archive/2026-06-02.html", "archive/2026-06-02-2.html",
              "archive/2026-06-01.html"]

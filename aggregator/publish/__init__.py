@@ -218,20 +218,22 @@ class Publisher:
         story_ids = story_ids[:MAX_STORY_PAGES]
         links = Links(sources=frozenset(f.id for f in feeds), stories=frozenset(story_ids))
         self._links = links
+        # Source and archive pages link no story pages: those exist only while
+        # a story is in a feed, and these pages must not change when it leaves.
+        plain = Links(sources=links.sources)
+        in_archive = self._render_archive(pages, documents, plain)
 
         for n, (stories, meta) in enumerate(scopes):
             documents.update(self._feed_documents(stories, meta))
             path = "" if n == 0 else meta.path + ".html"
             note = self._why_empty() if n == 0 and not stories else ""
-            page_fp = _fingerprint(stories, meta) + _links_of(stories, links) + "|" + ",".join(tags) + note
-            html_meta = meta if n else replace(meta, path="latest")
-            render = partial(render_index, stories, html_meta, self.site, tags, links, note)
+            # The home page goes on in the archive, at the page of its last story.
+            older = in_archive.get(stories[-1].story_id) if n == 0 and stories else None
+            page_fp = f"{_fingerprint(stories, meta)}{_links_of(stories, links)}|{','.join(tags)}|{note}|{older}"
+            render = partial(render_index, stories, meta, self.site, tags, links, note, older=older)
             self._page(pages, documents, path, page_fp, stories, render)
         self._empty = not latest
 
-        # Source and archive pages link no story pages: those exist only while
-        # a story is in a feed, and these pages must not change when it leaves.
-        plain = Links(sources=links.sources)
         by_feed = self.store.newest_of_feeds([f.id for f in feeds], SOURCE_STORIES)
         for feed in feeds:
             stories = by_feed.get(feed.id, [])  # each entry is bounded as it is rendered
@@ -250,7 +252,6 @@ class Publisher:
             render = partial(render_story, reports, self.site, links)
             self._page(pages, documents, story_path(view.id), fp, [], render, updated)
 
-        self._render_archive(pages, documents, plain)
         self._pages = pages
         return documents
 
@@ -291,11 +292,12 @@ class Publisher:
 
     def _render_archive(
         self, pages: dict[str, tuple[str, Document]], documents: dict[str, Document], links: Links
-    ) -> None:
+    ) -> dict[str, str]:
         """Older stories by day of their story time (UTC): whole days, newest
         first, each in pages of ARCHIVE_PAGE counted from the day's newest
         story. A finished day's pages keep their URLs and bytes unless one of
-        their stories changes (an edit, a hidden article, a late report)."""
+        their stories changes (an edit, a hidden article, a late report).
+        Returns the page of each story in the archive (story id -> path)."""
         stories = self.store.latest(ARCHIVE_STORIES, ARCHIVE_STORIES)  # entries are bounded as they are rendered
         days: dict[str, list[Story]] = {}
         for story in stories:
@@ -324,6 +326,7 @@ class Publisher:
         updated = max((newest_update(c) for *_, c in parts), default=None)
         render = partial(render_archive_index, listing, self.site, note)
         self._page(pages, documents, "archive", repr(listing) + note, [], render, updated)
+        return {story.story_id: path for path, (*_, chunk) in zip(paths, parts, strict=True) for story in chunk}
 
     def search_page(self, text: str) -> tuple[int, bytes]:
         """The search box's answer: an HTML page of the stories matching ``text``

@@ -276,16 +276,21 @@ def render_index(
     empty_note: str = "",
     query: str | None = None,
     feeds: bool = True,
+    older: str | None = None,
 ) -> bytes:
-    """Latest, a tag, a saved search or the search box's results."""
-    older = (
-        f'<p class="pages"><a href="{_e(site.url("archive"))}">Older stories: the archive</a></p>\n' if stories else ""
-    )
+    """Latest, a tag, a saved search or the search box's results. ``older``:
+    the archive page that goes on from the last story shown."""
+    pager = []
+    if older:
+        pager.append(f'<a rel="next" href="{_e(site.url(older))}">Older stories →</a>')
+    if stories:
+        pager.append(f'<a href="{_e(site.url("archive"))}">The archive, by day</a>')
+    more = f'<p class="pages">{"".join(pager)}</p>\n' if pager else ""
     body = (
         f'<h1>{_e(meta.title)}</h1><p class="intro">{_e(meta.subtitle)}</p>'
         + (_feed_links(meta) if feeds else "")
         + _tag_links(site, tags)
-        + f"\n<main>\n{_entries(site, stories, links, ('No stories yet. ' + empty_note).strip())}</main>\n{older}"
+        + f"\n<main>\n{_entries(site, stories, links, ('No stories yet. ' + empty_note).strip())}</main>\n{more}"
     )
     return _page(site, meta.title, body, _discovery_links(meta) if feeds else "", query)
 
