@@ -126,7 +126,8 @@ class Site:
     language: str | None = None
 
     def url(self, path: str) -> str:
-        return f"{self.base_url}{quote(path, safe='/')}"
+        """The absolute URL of one of our paths, given as it goes in a URL (a tag name quoted)."""
+        return f"{self.base_url}{path}"
 
 
 @dataclass(frozen=True)
