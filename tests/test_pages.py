@@ -117,6 +117,36 @@ def test_pages_are_rendered_again_only_when_what_they_show_changes(ws: Workspace
     assert {p: d.body for p, d in fresh.documents.items()} == {p: d.body for p, d in after.documents.items()}
 
 
+def test_source_and_archive_pages_follow_within_the_interval_when_they_are_costly(
+        ws: Workspace, desk: Newsdesk, server: FeedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    publisher = Publisher(ws.store, ws.config())
+    first = publisher.build()
+
+    def add(title: str, minute: int) -> None:
+        item = Item(title=title, link=server.url("/news/tech/"), guid=title, summary="<p>New.</p>",
+                    date=f"Wed, 03 Jun 2026 11:{minute:02d}:00 +0000")
+        server.update("/feeds/tech.xml", body=rss([item, *desk.items["Tech Wire"]], title="Tech Wire",
+                                                  link=server.url("/news/tech/")))
+        ws.poll_url(desk.feeds["Tech Wire"])
+
+    # Cheap (a small install): the service's 30 s interval does not hold them back.
+    add("Solar farm opens south of Erbil", 0)
+    cheap = publisher.build(first, sources_every=30)
+    assert b"Solar farm" in cheap.documents["archive/2026-06-03.html"].body
+    # Costly (thousands of feeds): the home page at once, the source and archive pages at most every 30 s.
+    monkeypatch.setattr(publish, "CHEAP_PAGES", -1.0)
+    add("Wind farm opens north of Erbil", 1)
+    held = publisher.build(cheap, sources_every=30)
+    assert b"Wind farm" in held.documents[""].body
+    assert held.documents["archive/2026-06-03.html"] is cheap.documents["archive/2026-06-03.html"]
+    assert not any(b"Wind farm" in d.body for p, d in held.documents.items() if p.startswith(("sources/", "archive")))
+    publisher.pages_built -= 30  # the interval has passed: the next build, even without a change, catches up
+    caught_up = publisher.build(held, sources_every=30)
+    assert b"Wind farm" in caught_up.documents["archive/2026-06-03.html"].body
+    fresh = Publisher(ws.store, ws.config()).build()
+    assert {p: d.body for p, d in fresh.documents.items()} == {p: d.body for p, d in caught_up.documents.items()}
+
+
 def test_a_hidden_article_leaves_every_page(ws: Workspace, desk: Newsdesk) -> None:
     publisher = Publisher(ws.store, ws.config())
     first = publisher.build()

@@ -116,6 +116,9 @@ PAGE_DIRS = ("tags", "search", "sources", "stories", "archive")
 # - a page per source for up to MAX_SOURCE_PAGES sources (all of them below that;
 #   above it, those that brought new articles most recently), SOURCE_STORIES each;
 # - the archive: whole days of stories, newest first, up to ARCHIVE_STORIES.
+# Source and archive pages follow every change while they take less than
+# this (seconds) to bring up to date; past it, at most every sources_every.
+CHEAP_PAGES = 0.25
 MAX_STORY_PAGES = 2000
 MAX_SOURCE_PAGES = 500
 SOURCE_STORIES = 10
@@ -144,6 +147,10 @@ class Publisher:
         # scope whose stories did not change is not rendered again.
         self._rendered: dict[str, tuple[str, dict[str, Document]]] = {}
         self.sources_built = float("-inf")
+        self.pages_built = float("-inf")  # when the source and archive pages were last brought up to date
+        self.pages_cost = 0.0  # how long that took (seconds)
+        self._pages_behind = False  # stories changed since
+        self._in_archive: dict[str, str] = {}  # story id -> its archive page, as of then
         self._empty = False  # Latest has no stories: the home page shows feed states
         self._searches = threading.BoundedSemaphore(2)  # search box requests at once
 
@@ -163,17 +170,25 @@ class Publisher:
         Feed states change on every poll; ``sources_every`` > 0 rebuilds the
         sources page and OPML on such changes at most that often (seconds),
         so a service with thousands of feeds does not re-render them all
-        after every poll. Story changes are always rendered at once."""
+        after every poll. Story changes are rendered at once in the feeds,
+        the home, tag, saved-search and story pages; the source and archive
+        pages follow at once too while they are cheap (under CHEAP_PAGES
+        seconds); when they are not (thousands of feeds), at the first build
+        ``sources_every`` seconds after the last time they were brought up
+        to date."""
         content_version = self.store.content_version()
         status_version = self.store.status_version()
         self._feeds = None  # read once per build, when needed (10,000 feeds take ~0.5 s)
         documents: dict[str, Document] = {}
         same_content = previous is not None and previous.content_version == content_version
-        if previous is not None and same_content:
+        pages_due = (
+            previous is None or self.pages_cost < CHEAP_PAGES or time.monotonic() - self.pages_built >= sources_every
+        )
+        sources_before = self._links.sources
+        if previous is not None and same_content and not (self._pages_behind and pages_due):
             documents.update({p: d for p, d in previous.documents.items() if p not in SOURCE_PATHS})
         else:
-            sources_before = self._links.sources
-            documents.update(self._render_stories())
+            documents.update(self._render_stories(pages_due))
             if self._links.sources != sources_before:
                 previous = None  # the sources table links the source pages: it follows them
         recent = time.monotonic() - self.sources_built < sources_every
@@ -197,10 +212,11 @@ class Publisher:
             path=f"search/{search.name}",
         )
 
-    def _render_stories(self) -> dict[str, Document]:
+    def _render_stories(self, pages_due: bool = True) -> dict[str, Document]:
         """Every scope's stories in every format: Latest (whose HTML page is
         the home page), each tag, each saved search; and the reading pages:
-        a page per source, per story and per archive day."""
+        a page per story, and (when ``pages_due``, else as they were) a page
+        per source and per archive day."""
         documents: dict[str, Document] = {}
         pages: dict[str, tuple[str, Document]] = {}
         tags = self.store.tags()
@@ -213,15 +229,28 @@ class Publisher:
         for search in self.config.settings.searches:
             stories = fit(self.store.latest(self.entries, self.per_source, seqs=self._matches(search)))
             scopes.append((stories, replace(self.search_meta(search), empty_updated=last_poll)))
-        feeds = self._source_feeds()
+        feeds = self._source_feeds() if pages_due else []
         story_ids = list(dict.fromkeys(s.story_id for stories, _ in scopes for s in stories if s.also))
         story_ids = story_ids[:MAX_STORY_PAGES]
-        links = Links(sources=frozenset(f.id for f in feeds), stories=frozenset(story_ids))
+        sources = frozenset(f.id for f in feeds) if pages_due else self._links.sources
+        links = Links(sources=sources, stories=frozenset(story_ids))
         self._links = links
         # Source and archive pages link no story pages: those exist only while
         # a story is in a feed, and these pages must not change when it leaves.
         plain = Links(sources=links.sources)
-        in_archive = self._render_archive(pages, documents, plain)
+        self._pages_behind = not pages_due
+        if pages_due:
+            started = time.monotonic()
+            self._in_archive = self._render_archive(pages, documents, plain)
+            self._render_source_pages(pages, documents, feeds, plain)
+            self.pages_built = time.monotonic()
+            self.pages_cost = self.pages_built - started
+        else:
+            for path, (fingerprint, document) in self._pages.items():
+                if path.startswith(("sources/", "archive")):
+                    pages[path] = (fingerprint, document)
+                    documents[path] = document
+        in_archive = self._in_archive
 
         for n, (stories, meta) in enumerate(scopes):
             documents.update(self._feed_documents(stories, meta))
@@ -233,13 +262,6 @@ class Publisher:
             render = partial(render_index, stories, meta, self.site, tags, links, note, older=older)
             self._page(pages, documents, path, page_fp, stories, render)
         self._empty = not latest
-
-        by_feed = self.store.newest_of_feeds([f.id for f in feeds], SOURCE_STORIES)
-        for feed in feeds:
-            stories = by_feed.get(feed.id, [])  # each entry is bounded as it is rendered
-            fp = _fingerprint(stories, self.latest_meta) + _links_of(stories, plain) + repr(_feed_key(feed))
-            self._page(pages, documents, source_path(feed.id), fp, stories,
-                       partial(render_source, feed, stories, self.site, plain))  # fmt: skip
 
         for view in self.store.stories_by_id(story_ids):
             reports = reports_of([(m.article, m.feed) for m in view.members])
@@ -275,6 +297,17 @@ class Publisher:
             document = Document(path, render(), HTML, when)
         pages[path] = (fingerprint, document)
         documents[path] = document
+
+    def _render_source_pages(
+        self, pages: dict[str, tuple[str, Document]], documents: dict[str, Document], feeds: list[FeedState],
+        links: Links,
+    ) -> None:  # fmt: skip
+        by_feed = self.store.newest_of_feeds([f.id for f in feeds], SOURCE_STORIES) if feeds else {}
+        for feed in feeds:
+            stories = by_feed.get(feed.id, [])  # each entry is bounded as it is rendered
+            fp = _fingerprint(stories, self.latest_meta) + _links_of(stories, links) + repr(_feed_key(feed))
+            self._page(pages, documents, source_path(feed.id), fp, stories,
+                       partial(render_source, feed, stories, self.site, links))  # fmt: skip
 
     def _all_feeds(self) -> list[FeedState]:
         if self._feeds is None:
