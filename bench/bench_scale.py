@@ -156,7 +156,7 @@ def main() -> None:
         built = build_database(big, args.feeds, args.articles)
         print(f"built in {built:.0f}s", flush=True)
     store = Store(big)
-    articles = store.db.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
+    articles = store._read("SELECT COUNT(*) FROM articles")[0][0]
     store.close()
     size = big.stat().st_size
     results: dict[str, list[float]] = {"empty": [], "big": []}

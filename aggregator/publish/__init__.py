@@ -45,6 +45,7 @@ from aggregator.publish.jsonfeed import render_json
 from aggregator.publish.opml import render_opml
 from aggregator.publish.rss import render_rss
 from aggregator.store import Store
+from aggregator.store.latest import StoryKey
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,8 @@ CHEAP_PAGES = 0.25
 MAX_STORY_PAGES = 2000
 MAX_SOURCE_PAGES = 500
 SOURCE_STORIES = 10
+SOURCE_BATCH = 50  # feeds whose pages are read at once
+STORY_BATCH = 100  # stories whose pages are read at once
 ARCHIVE_STORIES = 2000
 
 
@@ -200,6 +203,7 @@ class Publisher:
             if self._empty and same_content:
                 documents.update(self._render_stories())  # the home page says why it is empty: feed states moved
             self.sources_built = time.monotonic()
+        self._feeds = None  # not kept between builds: 10,000 feed states weigh ~20 MB
         return Snapshot(documents, content_version, status_version)
 
     def search_meta(self, search: SearchSettings) -> FeedMeta:
@@ -221,23 +225,11 @@ class Publisher:
         pages: dict[str, tuple[str, Document]] = {}
         tags = self.store.tags()
         last_poll = self.store.last_poll_at()
-        latest = fit(self.store.latest(self.entries, self.per_source))
-        scopes: list[tuple[list[Story], FeedMeta]] = [(latest, replace(self.latest_meta, empty_updated=last_poll))]
-        for tag in tags:
-            stories = fit(self.store.latest(self.entries, self.per_source, tag=tag))
-            scopes.append((stories, replace(self.tag_meta(tag), empty_updated=last_poll)))
-        for search in self.config.settings.searches:
-            stories = fit(self.store.latest(self.entries, self.per_source, seqs=self._matches(search)))
-            scopes.append((stories, replace(self.search_meta(search), empty_updated=last_poll)))
         feeds = self._source_feeds() if pages_due else []
-        story_ids = list(dict.fromkeys(s.story_id for stories, _ in scopes for s in stories if s.also))
-        story_ids = story_ids[:MAX_STORY_PAGES]
         sources = frozenset(f.id for f in feeds) if pages_due else self._links.sources
-        links = Links(sources=sources, stories=frozenset(story_ids))
-        self._links = links
         # Source and archive pages link no story pages: those exist only while
         # a story is in a feed, and these pages must not change when it leaves.
-        plain = Links(sources=links.sources)
+        plain = Links(sources=sources)
         self._pages_behind = not pages_due
         if pages_due:
             started = time.monotonic()
@@ -250,29 +242,48 @@ class Publisher:
                 if path.startswith(("sources/", "archive")):
                     pages[path] = (fingerprint, document)
                     documents[path] = document
-        in_archive = self._in_archive
 
-        for n, (stories, meta) in enumerate(scopes):
+        # One scope at a time (Latest, then each tag, then each saved search),
+        # so that only one scope's stories are in memory at once. A story of
+        # several outlets gets a page when first met, while there is room.
+        scopes: list[tuple[FeedMeta, str | None, SearchSettings | None]] = [(self.latest_meta, None, None)]
+        scopes += [(self.tag_meta(tag), tag, None) for tag in tags]
+        scopes += [(self.search_meta(search), None, search) for search in self.config.settings.searches]
+        story_ids: dict[str, None] = {}
+        for n, (scope_meta, tag, search) in enumerate(scopes):
+            seqs = self._matches(search) if search is not None else None
+            stories = fit(self.store.latest(self.entries, self.per_source, tag=tag, seqs=seqs))
+            meta = replace(scope_meta, empty_updated=last_poll)
+            if n == 0:
+                self._empty = not stories
+            for story in stories:
+                if story.also and len(story_ids) < MAX_STORY_PAGES:
+                    story_ids.setdefault(story.story_id)
+            links = Links(sources=sources, stories=frozenset(story_ids))
             documents.update(self._feed_documents(stories, meta))
             path = "" if n == 0 else meta.path + ".html"
             note = self._why_empty() if n == 0 and not stories else ""
             # The home page goes on in the archive, at the page of its last story.
-            older = in_archive.get(stories[-1].story_id) if n == 0 and stories else None
+            older = self._in_archive.get(stories[-1].story_id) if n == 0 and stories else None
             page_fp = f"{_fingerprint(stories, meta)}{_links_of(stories, links)}|{','.join(tags)}|{note}|{older}"
             render = partial(render_index, stories, meta, self.site, tags, links, note, older=older)
             self._page(pages, documents, path, page_fp, stories, render)
-        self._empty = not latest
+        links = Links(sources=sources, stories=frozenset(story_ids))
+        self._links = links
 
-        for view in self.store.stories_by_id(story_ids):
-            reports = reports_of([(m.article, m.feed) for m in view.members])
-            if not reports:
-                continue
-            fp = repr([(r.feed_id, r.source, _article_key(r.article)) for r in reports]) + _links_of_feeds(
-                [r.feed_id for r in reports], links
-            )
-            updated = max(r.article.updated_at or r.article.published_at or r.article.first_seen_at for r in reports)
-            render = partial(render_story, reports, self.site, links)
-            self._page(pages, documents, story_path(view.id), fp, [], render, updated)
+        chosen = list(story_ids)
+        for start in range(0, len(chosen), STORY_BATCH):  # a batch at a time: the peak of memory stays low
+            for view in self.store.stories_by_id(chosen[start : start + STORY_BATCH]):
+                reports = reports_of([(m.article, m.feed) for m in view.members])
+                if not reports:
+                    continue
+                fp = repr([(r.feed_id, r.source, _article_key(r.article)) for r in reports])
+                fp += _links_of_feeds([r.feed_id for r in reports], links)
+                updated = max(
+                    r.article.updated_at or r.article.published_at or r.article.first_seen_at for r in reports
+                )
+                render = partial(render_story, reports, self.site, links)
+                self._page(pages, documents, story_path(view.id), fp, [], render, updated)
 
         self._pages = pages
         return documents
@@ -302,12 +313,14 @@ class Publisher:
         self, pages: dict[str, tuple[str, Document]], documents: dict[str, Document], feeds: list[FeedState],
         links: Links,
     ) -> None:  # fmt: skip
-        by_feed = self.store.newest_of_feeds([f.id for f in feeds], SOURCE_STORIES) if feeds else {}
-        for feed in feeds:
-            stories = by_feed.get(feed.id, [])  # each entry is bounded as it is rendered
-            fp = _fingerprint(stories, self.latest_meta) + _links_of(stories, links) + repr(_feed_key(feed))
-            self._page(pages, documents, source_path(feed.id), fp, stories,
-                       partial(render_source, feed, stories, self.site, links))  # fmt: skip
+        for start in range(0, len(feeds), SOURCE_BATCH):  # a batch at a time: the peak of memory stays low
+            batch = feeds[start : start + SOURCE_BATCH]
+            by_feed = self.store.newest_of_feeds([f.id for f in batch], SOURCE_STORIES)
+            for feed in batch:
+                stories = by_feed.get(feed.id, [])  # each entry is bounded as it is rendered
+                fp = _fingerprint(stories, self.latest_meta) + _links_of(stories, links) + repr(_feed_key(feed))
+                self._page(pages, documents, source_path(feed.id), fp, stories,
+                           partial(render_source, feed, stories, self.site, links))  # fmt: skip
 
     def _all_feeds(self) -> list[FeedState]:
         if self._feeds is None:
@@ -331,35 +344,38 @@ class Publisher:
         story. A finished day's pages keep their URLs and bytes unless one of
         their stories changes (an edit, a hidden article, a late report).
         Returns the page of each story in the archive (story id -> path)."""
-        stories = self.store.latest(ARCHIVE_STORIES, ARCHIVE_STORIES)  # entries are bounded as they are rendered
-        days: dict[str, list[Story]] = {}
-        for story in stories:
-            days.setdefault(f"{_story_time(story):%Y-%m-%d}", []).append(story)
+        keys = self.store.newest_keys(ARCHIVE_STORIES)  # from the index; the stories are read a page at a time
+        days: dict[str, list[StoryKey]] = {}
+        for key in keys:
+            days.setdefault(key.sort_at[:10], []).append(key)  # sort_at: UTC ISO 8601, min(published, first seen)
         order = sorted(days, reverse=True)
-        cut = len(stories) >= ARCHIVE_STORIES and len(order) > 1
+        cut = len(keys) >= ARCHIVE_STORIES and len(order) > 1
         if cut:  # the oldest day may be cut short by the bound: only whole days
             order = order[:-1]
-        parts: list[tuple[str, int, int, list[Story]]] = []
+        parts: list[tuple[str, int, int, list[StoryKey]]] = []
         for day in order:
             chunks = [days[day][i : i + ARCHIVE_PAGE] for i in range(0, len(days[day]), ARCHIVE_PAGE)]
             parts.extend((day, n + 1, len(chunks), chunk) for n, chunk in enumerate(chunks))
         paths = [ArchivePage(d, p, ps, None, None).path for d, p, ps, _ in parts]
+        updated: datetime | None = None
         for i, (day, part, count, chunk) in enumerate(parts):
             page = ArchivePage(
                 day, part, count, paths[i - 1] if i else None, paths[i + 1] if i + 1 < len(parts) else None
             )
-            fp = _fingerprint(chunk, self.latest_meta) + _links_of(chunk, links) + repr(page)
+            stories = self.store.stories_at(chunk)  # each entry is bounded as it is rendered
+            fp = _fingerprint(stories, self.latest_meta) + _links_of(stories, links) + repr(page)
             self._page(
-                pages, documents, page.path, fp, chunk, partial(render_archive_page, page, chunk, self.site, links)
+                pages, documents, page.path, fp, stories, partial(render_archive_page, page, stories, self.site, links)
             )
+            if stories:
+                updated = max(updated or EPOCH_KEY, newest_update(stories))
         listing = [(d, len(days[d]), -(-len(days[d]) // ARCHIVE_PAGE)) for d in order]
         note = "Stories by the day (UTC) of their first report, newest first." + (
             f" The archive keeps the newest {ARCHIVE_STORIES:,} stories, in whole days." if cut else ""
         )
-        updated = max((newest_update(c) for *_, c in parts), default=None)
         render = partial(render_archive_index, listing, self.site, note)
         self._page(pages, documents, "archive", repr(listing) + note, [], render, updated)
-        return {story.story_id: path for path, (*_, chunk) in zip(paths, parts, strict=True) for story in chunk}
+        return {key.story_id: path for path, (*_, chunk) in zip(paths, parts, strict=True) for key in chunk}
 
     def search_page(self, text: str) -> tuple[int, bytes]:
         """The search box's answer: an HTML page of the stories matching ``text``
@@ -483,12 +499,6 @@ def _fingerprint(stories: list[Story], meta: FeedMeta) -> str:
 
 
 EPOCH_KEY = datetime.min.replace(tzinfo=UTC)
-
-
-def _story_time(story: Story) -> datetime:
-    """Where a story sorts: min(published, first seen) of its entry, as the store orders them."""
-    a = story.article
-    return min(a.published_at or a.first_seen_at, a.first_seen_at)
 
 
 def _article_key(a: Article) -> tuple[object, ...]:

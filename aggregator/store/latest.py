@@ -41,6 +41,7 @@ class _Member:
 
 
 InScope = Callable[[_Member], bool]
+StoryKey = _Member  # where a story's entry sorts: its article's seq, feed, sort_at (UTC ISO 8601) and story
 
 
 class LatestMixin(ArticlesMixin):
@@ -68,6 +69,17 @@ class LatestMixin(ArticlesMixin):
         for story in self._stories(self._feed_tops(feed_ids, per_feed)):
             out[story.source.feed_id].append(story)
         return out
+
+    def newest_keys(self, limit: int) -> list[StoryKey]:
+        """Where the newest ``limit`` stories of everything are, newest first,
+        with no per-source bound (the archive): from the index alone. Build
+        them a few at a time with ``stories_at``, so that thousands of them
+        are never all in memory at once."""
+        return self._walk(None, limit, limit) if limit > 0 else []
+
+    def stories_at(self, keys: Sequence[StoryKey]) -> list[Story]:
+        """The stories at these keys (from ``newest_keys``), as ``latest`` builds them."""
+        return self._stories(keys)
 
     # --- choosing --------------------------------------------------------------------
 
