@@ -54,8 +54,16 @@ _ALIASES = {
     "feeds/index.html": "feeds",
     "opml": "opml",
     "subscriptions.opml": "opml",
+    "archive": "archive",
+    "archive/": "archive",
+    "archive/index.html": "archive",
 }
-_SAFE_PATH = re.compile(r"^(?:latest|tags/[^/]+|search/[^/]+)\.(?:atom|rss|json|html)$")
+# The documents with file names: the feeds of Latest, tags and saved searches
+# with their HTML pages, and the pages per source, per story and per archive day.
+_SAFE_PATH = re.compile(
+    r"^(?:(?:latest|tags/[^/]+|search/[^/]+)\.(?:atom|rss|json|html)"
+    r"|sources/[0-9a-f]{12}\.html|stories/[0-9a-f]{16}\.html|archive/[0-9]{4}-[0-9]{2}-[0-9]{2}(?:-[0-9]+)?\.html)$"
+)
 MAX_QUERY_STRING = 2000  # bytes of a search box request's query string
 NOT_FOUND = (
     b'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Not found</title></head>'

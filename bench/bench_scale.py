@@ -8,7 +8,9 @@
    HTTP or parsing), with realistic text sizes.
 2. Ingest rate: a cold `aggregator poll` of the 200x50 feed farm into a copy
    of that database versus into an empty one, alternating, median of runs.
-3. The time to rebuild /latest.atom (story query + render) and all outputs.
+3. The time to rebuild /latest.atom (story query + render), all outputs, and
+   all outputs after one new article (the service's case: only what changed
+   is rendered again); the snapshot's size.
 4. Database size per article.
 5. The running daemon's memory (whole process tree, RSS and PSS) while it
    polls the farm on top of the big database.
@@ -36,7 +38,7 @@ import psutil
 from aggregator.config import load_config
 from aggregator.subscriptions import feed_id_for
 from aggregator.dedupe import Insert, Plan
-from aggregator.model import Author, ParsedEntry, Subscription, utcnow
+from aggregator.model import FIRST_OF_STORY, Author, ParsedEntry, Subscription, utcnow
 from aggregator.publish import Publisher
 from aggregator.publish.atom import render_atom
 from aggregator.store import SQLiteStore as Store
@@ -72,13 +74,31 @@ def build_database(path: Path, feeds: int, articles: int) -> float:
                                 guid=link, url=link, canonical_url=canonical_url(link), title=_text(rng, 9).capitalize(),
                                 authors=(Author(name=f"Writer {n % 17}"),), summary=summary, content=content,
                                 categories=(rng.choice(WORDS),), published_at=when)
-            plan.inserts.append(Insert(entry, link, None))
+            plan.inserts.append(Insert(entry, link, None, when))
         with store.ingest(sub.feed_id) as tx:
-            tx.apply(plan, base + timedelta(days=330))
+            tx.apply(plan, [FIRST_OF_STORY] * len(plan.inserts), base + timedelta(days=330))
         if f % 1000 == 999:
             print(f"  {f + 1} feeds, {(f + 1) * per_feed:,} articles, {time.monotonic() - started:.0f}s", flush=True)
     store.close()
     return time.monotonic() - started
+
+
+def add_article_and_rebuild(store: Store, publisher: Publisher, previous: object, n: int,
+                            sources_every: float = 0.0) -> float:
+    """Insert one new article into the first feed (as a poll would), then time the rebuild."""
+    sub_id = feed_id_for("https://site0.example/feed.xml")
+    link = f"https://site0.example/bench-rebuild/{n}/{time.time_ns()}"
+    when = utcnow()
+    entry = ParsedEntry(entry_key=link, key_rule="guid", content_hash=hashlib.sha256(link.encode()).hexdigest()[:32],
+                        guid=link, url=link, canonical_url=canonical_url(link), title=f"Rebuild probe {n}",
+                        summary="<p>A new article.</p>", published_at=when)
+    plan = Plan()
+    plan.inserts.append(Insert(entry, link, None, when))
+    with store.ingest(sub_id) as tx:
+        tx.apply(plan, [FIRST_OF_STORY], when)
+    t = time.perf_counter()
+    publisher.build(previous, sources_every=sources_every)  # type: ignore[arg-type]
+    return time.perf_counter() - t
 
 
 def free_port() -> int:
@@ -136,7 +156,7 @@ def main() -> None:
         built = build_database(big, args.feeds, args.articles)
         print(f"built in {built:.0f}s", flush=True)
     store = Store(big)
-    articles = store.db.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
+    articles = store._read("SELECT COUNT(*) FROM articles")[0][0]
     store.close()
     size = big.stat().st_size
     results: dict[str, list[float]] = {"empty": [], "big": []}
@@ -170,8 +190,18 @@ def main() -> None:
         latest_times.append(time.perf_counter() - t)
     for _ in range(3):
         t = time.perf_counter()
-        Publisher(store, config).build()
+        snapshot = Publisher(store, config).build()
         all_times.append(time.perf_counter() - t)
+    # The service's case: one publisher, a new article, a rebuild that renders only what changed.
+    publisher = Publisher(store, config)
+    snapshot = publisher.build()
+    snapshot_bytes = sum(len(d.body) for d in snapshot.documents.values())
+    pages = sum(1 for p in snapshot.documents if p.startswith(("sources/", "stories/", "archive")))
+    change_times, service_times = [], []
+    for n in range(3):
+        change_times.append(add_article_and_rebuild(store, publisher, snapshot, n))
+        # As the service builds: source and archive pages, costly here, follow at most every 30 s.
+        service_times.append(add_article_and_rebuild(store, publisher, snapshot, 10 + n, sources_every=30))
     store.close()
     empty, loaded = statistics.median(results["empty"]), statistics.median(results["big"])
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -184,6 +214,12 @@ def main() -> None:
     print(f"| ingest rate at {articles:,} articles / empty | {empty / loaded:.2f} |")
     print(f"| /latest.atom rebuild (100 stories: query + render), median of 10 | {1000 * statistics.median(latest_times):.1f} ms |")
     print(f"| all outputs rebuilt (Latest + 40 tags, 3 formats each, HTML, OPML), median of 3 | {1000 * statistics.median(all_times):.0f} ms |")
+    print(f"| the snapshot: {len(snapshot.documents):,} documents ({pages:,} source, story and archive pages) | "
+          f"{snapshot_bytes / 1e6:.1f} MB |")
+    print(f"| rebuild after one new article (one publisher, renders only what changed), median of 3 | "
+          f"{1000 * statistics.median(change_times):.0f} ms |")
+    print(f"| the same as the service does it (source and archive pages follow within 30 s), median of 3 | "
+          f"{1000 * statistics.median(service_times):.0f} ms |")
     print(f"| database size per article (FTS index included) | {size / articles:,.0f} bytes |")
     print(f"| daemon memory, peak RSS / PSS of the process tree | {max(r for r, _ in samples) / 2**20:.0f} MB / "
           f"{max(p for _, p in samples) / 2**20:.0f} MB |")

@@ -127,7 +127,9 @@ def test_tag_urls_are_encoded(ws: Workspace, server: FeedServer) -> None:
     assert "tags/q&a?#1.atom" in snapshot.documents  # the path as a server decodes it
     body = snapshot.documents["tags/q&a?#1.atom"].body.decode()
     assert 'href="http://127.0.0.1:8080/tags/q%26a%3F%231.atom"' in body
-    assert b"tags/q%26a%3F%231.atom" in snapshot.documents[""].body
+    # The home page links the tag's HTML page, which links the tag's feeds (issue 10, item 10).
+    assert b'href="http://127.0.0.1:8080/tags/q%26a%3F%231.html"' in snapshot.documents[""].body
+    assert b'href="http://127.0.0.1:8080/tags/q%26a%3F%231.atom"' in snapshot.documents["tags/q&a?#1.html"].body
 
 
 def test_untitled_linkless_undated_entries_in_a_feed_are_not_dropped_if_they_have_text() -> None:

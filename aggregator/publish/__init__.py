@@ -17,19 +17,35 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from aggregator.config import Config, SearchSettings
 from aggregator.filters import hidden_by, subject_of
-from aggregator.model import FeedState, FeedStatus, Story, Subscription, from_iso, iso
+from aggregator.model import Article, FeedState, FeedStatus, Story, Subscription, from_iso, iso
 from aggregator.publish.atom import render_atom
 from aggregator.publish.common import FeedMeta, fit, newest_update, plain_text
-from aggregator.publish.html import render_index, render_sources
+from aggregator.publish.html import (
+    ARCHIVE_PAGE,
+    ArchivePage,
+    Links,
+    Site,
+    render_archive_index,
+    render_archive_page,
+    render_index,
+    render_source,
+    render_sources,
+    render_story,
+    reports_of,
+    source_path,
+    story_path,
+)
 from aggregator.publish.jsonfeed import render_json
 from aggregator.publish.opml import render_opml
 from aggregator.publish.rss import render_rss
 from aggregator.store import Store
+from aggregator.store.latest import StoryKey
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +100,32 @@ SEARCH_SECONDS = 2.0  # the database time one search box request may take
 SEARCH_RESULTS = 30
 SOURCE_PATHS = ("feeds", "opml")  # the documents about feeds rather than stories
 # URL path (no leading slash) -> static file, for paths that are not file names.
-STATIC_NAMES = {"": "index.html", "feeds": "feeds/index.html", "opml": "subscriptions.opml"}
+STATIC_NAMES = {
+    "": "index.html",
+    "feeds": "feeds/index.html",
+    "opml": "subscriptions.opml",
+    "archive": "archive/index.html",
+}
+# Folders of pages that come and go with tags, searches, sources, stories and days.
+PAGE_DIRS = ("tags", "search", "sources", "stories", "archive")
+
+# The pages that can be many are bounded, so that a rebuild after every change
+# stays cheap and the snapshot (held in memory) small, at 10,000 feeds too:
+# - a page per story reported by more than one outlet (a story of one report
+#   is all on its entry) among the stories on the Latest, tag and saved-search
+#   pages (at most output.entries x (1 + tags + searches)), up to MAX_STORY_PAGES;
+# - a page per source for up to MAX_SOURCE_PAGES sources (all of them below that;
+#   above it, those that brought new articles most recently), SOURCE_STORIES each;
+# - the archive: whole days of stories, newest first, up to ARCHIVE_STORIES.
+# Source and archive pages follow every change while they take less than
+# this (seconds) to bring up to date; past it, at most every sources_every.
+CHEAP_PAGES = 0.25
+MAX_STORY_PAGES = 2000
+MAX_SOURCE_PAGES = 500
+SOURCE_STORIES = 10
+SOURCE_BATCH = 50  # feeds whose pages are read at once
+STORY_BATCH = 100  # stories whose pages are read at once
+ARCHIVE_STORIES = 2000
 
 
 class Publisher:
@@ -98,10 +139,21 @@ class Publisher:
         self.latest_meta = FeedMeta(
             title=output.title, subtitle=output.subtitle, id=config.feed_id_uri, base_url=self.base_url, path="latest"
         )
+        self.site = Site(title=output.title, base_url=self.base_url)
+        self._links = Links()  # the sources and stories that have pages, as of the last build
+        # URL path -> (fingerprint of what the page shows, its document): a page
+        # whose content did not change is not rendered again. Pages no longer
+        # made drop out at the next build.
+        self._pages: dict[str, tuple[str, Document]] = {}
+        self._feeds: list[FeedState] | None = None
         # path -> (fingerprint of the stories shown, rendered documents): a
         # scope whose stories did not change is not rendered again.
         self._rendered: dict[str, tuple[str, dict[str, Document]]] = {}
         self.sources_built = float("-inf")
+        self.pages_built = float("-inf")  # when the source and archive pages were last brought up to date
+        self.pages_cost = 0.0  # how long that took (seconds)
+        self._pages_behind = False  # stories changed since
+        self._in_archive: dict[str, str] = {}  # story id -> its archive page, as of then
         self._empty = False  # Latest has no stories: the home page shows feed states
         self._searches = threading.BoundedSemaphore(2)  # search box requests at once
 
@@ -121,15 +173,27 @@ class Publisher:
         Feed states change on every poll; ``sources_every`` > 0 rebuilds the
         sources page and OPML on such changes at most that often (seconds),
         so a service with thousands of feeds does not re-render them all
-        after every poll. Story changes are always rendered at once."""
+        after every poll. Story changes are rendered at once in the feeds,
+        the home, tag, saved-search and story pages; the source and archive
+        pages follow at once too while they are cheap (under CHEAP_PAGES
+        seconds); when they are not (thousands of feeds), at the first build
+        ``sources_every`` seconds after the last time they were brought up
+        to date."""
         content_version = self.store.content_version()
         status_version = self.store.status_version()
+        self._feeds = None  # read once per build, when needed (10,000 feeds take ~0.5 s)
         documents: dict[str, Document] = {}
         same_content = previous is not None and previous.content_version == content_version
-        if previous is not None and same_content:
+        pages_due = (
+            previous is None or self.pages_cost < CHEAP_PAGES or time.monotonic() - self.pages_built >= sources_every
+        )
+        sources_before = self._links.sources
+        if previous is not None and same_content and not (self._pages_behind and pages_due):
             documents.update({p: d for p, d in previous.documents.items() if p not in SOURCE_PATHS})
         else:
-            documents.update(self._render_stories())
+            documents.update(self._render_stories(pages_due))
+            if self._links.sources != sources_before:
+                previous = None  # the sources table links the source pages: it follows them
         recent = time.monotonic() - self.sources_built < sources_every
         if previous is not None and same_content and (previous.status_version == status_version or recent):
             documents.update({p: previous.documents[p] for p in SOURCE_PATHS})
@@ -139,6 +203,7 @@ class Publisher:
             if self._empty and same_content:
                 documents.update(self._render_stories())  # the home page says why it is empty: feed states moved
             self.sources_built = time.monotonic()
+        self._feeds = None  # not kept between builds: 10,000 feed states weigh ~20 MB
         return Snapshot(documents, content_version, status_version)
 
     def search_meta(self, search: SearchSettings) -> FeedMeta:
@@ -151,28 +216,166 @@ class Publisher:
             path=f"search/{search.name}",
         )
 
-    def _render_stories(self) -> dict[str, Document]:
+    def _render_stories(self, pages_due: bool = True) -> dict[str, Document]:
         """Every scope's stories in every format: Latest (whose HTML page is
-        the home page), each tag, each saved search."""
+        the home page), each tag, each saved search; and the reading pages:
+        a page per story, and (when ``pages_due``, else as they were) a page
+        per source and per archive day."""
         documents: dict[str, Document] = {}
+        pages: dict[str, tuple[str, Document]] = {}
         tags = self.store.tags()
         last_poll = self.store.last_poll_at()
-        latest = fit(self.store.latest(self.entries, self.per_source))
-        meta = replace(self.latest_meta, empty_updated=last_poll)
-        documents.update(self._feed_documents(latest, meta))
-        updated = newest_update(latest) if latest else None
-        note = "" if latest else self._why_empty()
-        documents[""] = Document("", render_index(latest, meta, tags, empty_note=note), HTML, updated)
-        for tag in tags:
-            stories = fit(self.store.latest(self.entries, self.per_source, tag=tag))
-            documents.update(self._feed_documents(stories, replace(self.tag_meta(tag), empty_updated=last_poll), tags))
-        for search in self.config.settings.searches:
-            stories = fit(self.store.latest(self.entries, self.per_source, seqs=self._matches(search)))
-            documents.update(
-                self._feed_documents(stories, replace(self.search_meta(search), empty_updated=last_poll), tags)
-            )
-        self._empty = not latest
+        feeds = self._source_feeds() if pages_due else []
+        sources = frozenset(f.id for f in feeds) if pages_due else self._links.sources
+        # Source and archive pages link no story pages: those exist only while
+        # a story is in a feed, and these pages must not change when it leaves.
+        plain = Links(sources=sources)
+        self._pages_behind = not pages_due
+        if pages_due:
+            started = time.monotonic()
+            self._in_archive = self._render_archive(pages, documents, plain)
+            self._render_source_pages(pages, documents, feeds, plain)
+            self.pages_built = time.monotonic()
+            self.pages_cost = self.pages_built - started
+        else:
+            for path, (fingerprint, document) in self._pages.items():
+                if path.startswith(("sources/", "archive")):
+                    pages[path] = (fingerprint, document)
+                    documents[path] = document
+
+        # One scope at a time (Latest, then each tag, then each saved search),
+        # so that only one scope's stories are in memory at once. A story of
+        # several outlets gets a page when first met, while there is room.
+        scopes: list[tuple[FeedMeta, str | None, SearchSettings | None]] = [(self.latest_meta, None, None)]
+        scopes += [(self.tag_meta(tag), tag, None) for tag in tags]
+        scopes += [(self.search_meta(search), None, search) for search in self.config.settings.searches]
+        story_ids: dict[str, None] = {}
+        for n, (scope_meta, tag, search) in enumerate(scopes):
+            seqs = self._matches(search) if search is not None else None
+            stories = fit(self.store.latest(self.entries, self.per_source, tag=tag, seqs=seqs))
+            meta = replace(scope_meta, empty_updated=last_poll)
+            if n == 0:
+                self._empty = not stories
+            for story in stories:
+                if story.also and len(story_ids) < MAX_STORY_PAGES:
+                    story_ids.setdefault(story.story_id)
+            links = Links(sources=sources, stories=frozenset(story_ids))
+            documents.update(self._feed_documents(stories, meta))
+            path = "" if n == 0 else meta.path + ".html"
+            note = self._why_empty() if n == 0 and not stories else ""
+            # The home page goes on in the archive, at the page of its last story.
+            older = self._in_archive.get(stories[-1].story_id) if n == 0 and stories else None
+            page_fp = f"{_fingerprint(stories, meta)}{_links_of(stories, links)}|{','.join(tags)}|{note}|{older}"
+            render = partial(render_index, stories, meta, self.site, tags, links, note, older=older)
+            self._page(pages, documents, path, page_fp, stories, render)
+        links = Links(sources=sources, stories=frozenset(story_ids))
+        self._links = links
+
+        chosen = list(story_ids)
+        for start in range(0, len(chosen), STORY_BATCH):  # a batch at a time: the peak of memory stays low
+            for view in self.store.stories_by_id(chosen[start : start + STORY_BATCH]):
+                reports = reports_of([(m.article, m.feed) for m in view.members])
+                if not reports:
+                    continue
+                fp = repr([(r.feed_id, r.source, _article_key(r.article)) for r in reports])
+                fp += _links_of_feeds([r.feed_id for r in reports], links)
+                updated = max(
+                    r.article.updated_at or r.article.published_at or r.article.first_seen_at for r in reports
+                )
+                render = partial(render_story, reports, self.site, links)
+                self._page(pages, documents, story_path(view.id), fp, [], render, updated)
+
+        self._pages = pages
         return documents
+
+    def _page(
+        self,
+        pages: dict[str, tuple[str, Document]],
+        documents: dict[str, Document],
+        path: str,
+        fingerprint: str,
+        stories: Sequence[Story],
+        render: Callable[[], bytes],
+        updated: datetime | None = None,
+    ) -> None:
+        """One HTML page, rendered only when its fingerprint changed."""
+        fingerprint = hashlib.sha256(fingerprint.encode("utf-8", "surrogatepass")).hexdigest()
+        cached = self._pages.get(path)
+        if cached is not None and cached[0] == fingerprint:
+            document = cached[1]
+        else:
+            when = updated if updated is not None else (newest_update(stories) if stories else None)
+            document = Document(path, render(), HTML, when)
+        pages[path] = (fingerprint, document)
+        documents[path] = document
+
+    def _render_source_pages(
+        self, pages: dict[str, tuple[str, Document]], documents: dict[str, Document], feeds: list[FeedState],
+        links: Links,
+    ) -> None:  # fmt: skip
+        for start in range(0, len(feeds), SOURCE_BATCH):  # a batch at a time: the peak of memory stays low
+            batch = feeds[start : start + SOURCE_BATCH]
+            by_feed = self.store.newest_of_feeds([f.id for f in batch], SOURCE_STORIES)
+            for feed in batch:
+                stories = by_feed.get(feed.id, [])  # each entry is bounded as it is rendered
+                fp = _fingerprint(stories, self.latest_meta) + _links_of(stories, links) + repr(_feed_key(feed))
+                self._page(pages, documents, source_path(feed.id), fp, stories,
+                           partial(render_source, feed, stories, self.site, links))  # fmt: skip
+
+    def _all_feeds(self) -> list[FeedState]:
+        if self._feeds is None:
+            self._feeds = self.store.feeds()
+        return self._feeds
+
+    def _source_feeds(self) -> list[FeedState]:
+        """The feeds that get a page of their own: every subscribed feed, or
+        above MAX_SOURCE_PAGES those that brought new articles most recently."""
+        feeds = [f for f in self._all_feeds() if f.status is not FeedStatus.UNSUBSCRIBED]
+        if len(feeds) > MAX_SOURCE_PAGES:
+            feeds.sort(key=lambda f: (f.last_new_at is not None, f.last_new_at or EPOCH_KEY, f.id), reverse=True)
+            feeds = feeds[:MAX_SOURCE_PAGES]
+        return sorted(feeds, key=lambda f: f.id)
+
+    def _render_archive(
+        self, pages: dict[str, tuple[str, Document]], documents: dict[str, Document], links: Links
+    ) -> dict[str, str]:
+        """Older stories by day of their story time (UTC): whole days, newest
+        first, each in pages of ARCHIVE_PAGE counted from the day's newest
+        story. A finished day's pages keep their URLs and bytes unless one of
+        their stories changes (an edit, a hidden article, a late report).
+        Returns the page of each story in the archive (story id -> path)."""
+        keys = self.store.newest_keys(ARCHIVE_STORIES)  # from the index; the stories are read a page at a time
+        days: dict[str, list[StoryKey]] = {}
+        for key in keys:
+            days.setdefault(key.sort_at[:10], []).append(key)  # sort_at: UTC ISO 8601, min(published, first seen)
+        order = sorted(days, reverse=True)
+        cut = len(keys) >= ARCHIVE_STORIES and len(order) > 1
+        if cut:  # the oldest day may be cut short by the bound: only whole days
+            order = order[:-1]
+        parts: list[tuple[str, int, int, list[StoryKey]]] = []
+        for day in order:
+            chunks = [days[day][i : i + ARCHIVE_PAGE] for i in range(0, len(days[day]), ARCHIVE_PAGE)]
+            parts.extend((day, n + 1, len(chunks), chunk) for n, chunk in enumerate(chunks))
+        paths = [ArchivePage(d, p, ps, None, None).path for d, p, ps, _ in parts]
+        updated: datetime | None = None
+        for i, (day, part, count, chunk) in enumerate(parts):
+            page = ArchivePage(
+                day, part, count, paths[i - 1] if i else None, paths[i + 1] if i + 1 < len(parts) else None
+            )
+            stories = self.store.stories_at(chunk)  # each entry is bounded as it is rendered
+            fp = _fingerprint(stories, self.latest_meta) + _links_of(stories, links) + repr(page)
+            self._page(
+                pages, documents, page.path, fp, stories, partial(render_archive_page, page, stories, self.site, links)
+            )
+            if stories:
+                updated = max(updated or EPOCH_KEY, newest_update(stories))
+        listing = [(d, len(days[d]), -(-len(days[d]) // ARCHIVE_PAGE)) for d in order]
+        note = "Stories by the day (UTC) of their first report, newest first." + (
+            f" The archive keeps the newest {ARCHIVE_STORIES:,} stories, in whole days." if cut else ""
+        )
+        render = partial(render_archive_index, listing, self.site, note)
+        self._page(pages, documents, "archive", repr(listing) + note, [], render, updated)
+        return {key.story_id: path for path, (*_, chunk) in zip(paths, parts, strict=True) for key in chunk}
 
     def search_page(self, text: str) -> tuple[int, bytes]:
         """The search box's answer: an HTML page of the stories matching ``text``
@@ -183,10 +386,16 @@ class Publisher:
 
         meta = replace(self.latest_meta, title=f"{self.latest_meta.title}: search", path="search")
         tags = self.store.tags()
+
+        def page(stories: list[Story], note: str, query: str | None, subtitle: str | None = None) -> bytes:
+            shown = replace(meta, subtitle=subtitle) if subtitle else meta
+            links = Links(sources=self._links.sources)
+            return render_index(stories, shown, self.site, tags, links, note, query, feeds=False)
+
         if not text.strip():
-            return 200, render_index([], meta, tags, empty_note="Type words to search for.", query="")
+            return 200, page([], "Type words to search for.", "")
         if not self._searches.acquire(blocking=False):
-            return 503, render_index([], meta, tags, empty_note="Too many searches at once; try again in a moment.")
+            return 503, page([], "Too many searches at once; try again in a moment.", text)
         try:
             query = parse(text)
             with self.store.time_limit(SEARCH_SECONDS):
@@ -194,14 +403,13 @@ class Publisher:
                     self.store.latest(SEARCH_RESULTS, SEARCH_RESULTS, seqs=self.store.search_seqs(query, 300))
                 )
         except QueryError as exc:
-            return 400, render_index([], meta, tags, empty_note=f"Cannot search for that: {exc}.", query=text)
+            return 400, page([], f"Cannot search for that: {exc}.", text)
         except TimeoutError:
-            return 503, render_index([], meta, tags, empty_note="The search took too long; try fewer or rarer words.",
-                                     query=text)  # fmt: skip
+            return 503, page([], "The search took too long; try fewer or rarer words.", text)
         finally:
             self._searches.release()
         note = "" if stories else "No stored story matches."
-        return 200, render_index(stories, replace(meta, subtitle=f"Stories matching: {text}"), tags, note, text)
+        return 200, page(stories, note, text, f"Stories matching: {text}")
 
     def _matches(self, search: SearchSettings) -> list[int]:
         """The newest articles a saved search shows: its query, its tags, its own filters."""
@@ -222,7 +430,7 @@ class Publisher:
 
     def _why_empty(self) -> str:
         """What the home page says when there is nothing to show yet, and why."""
-        feeds = [f for f in self.store.feeds() if f.status is FeedStatus.ACTIVE]
+        feeds = [f for f in self._all_feeds() if f.status is FeedStatus.ACTIVE]
         if not feeds:
             return "No feeds are subscribed yet: add some to feeds/ (see the README) or run `aggregator feeds add URL`."
         failing = sum(1 for f in feeds if f.error_count)
@@ -233,11 +441,9 @@ class Publisher:
             return f"{waiting} of {len(feeds)} feeds not polled yet."
         return f"The {len(feeds)} feeds have no stories to show yet."
 
-    def _feed_documents(
-        self, stories: list[Story], meta: FeedMeta, tags: Sequence[str] | None = None
-    ) -> dict[str, Document]:
-        """The scope's feeds (and, with ``tags``, its HTML page), rendered only when its stories changed."""
-        fingerprint = _fingerprint(stories, meta) + ("|html:" + ",".join(tags) if tags is not None else "")
+    def _feed_documents(self, stories: list[Story], meta: FeedMeta) -> dict[str, Document]:
+        """The scope's feeds, rendered only when its stories changed."""
+        fingerprint = _fingerprint(stories, meta)
         cached = self._rendered.get(meta.path)
         if cached is not None and cached[0] == fingerprint:
             return cached[1]
@@ -246,14 +452,11 @@ class Publisher:
         for suffix, (content_type, render) in FORMATS.items():
             path = meta.path + suffix
             out[path] = Document(path, render(stories, meta), content_type, updated)
-        if tags is not None:
-            page = meta.path + ".html"
-            out[page] = Document(page, render_index(stories, meta, tags), HTML, updated)
         self._rendered[meta.path] = (fingerprint, out)
         return out
 
     def _render_sources(self) -> dict[str, Document]:
-        feeds = [f for f in self.store.feeds() if f.status is not FeedStatus.UNSUBSCRIBED]
+        feeds = [f for f in self._all_feeds() if f.status is not FeedStatus.UNSUBSCRIBED]
         subs = [_subscription(f) for f in feeds]
         opml = render_opml(
             subs,
@@ -262,7 +465,7 @@ class Publisher:
             {f.id: f.site_url for f in feeds if f.site_url},
         )
         return {
-            "feeds": Document("feeds", render_sources(feeds, self.latest_meta), HTML, None),
+            "feeds": Document("feeds", render_sources(feeds, self.latest_meta, self.site, self._links), HTML, None),
             "opml": Document("opml", opml, OPML, None),
         }
 
@@ -337,6 +540,29 @@ def _fingerprint(stories: list[Story], meta: FeedMeta) -> str:
     return digest.hexdigest()
 
 
+EPOCH_KEY = datetime.min.replace(tzinfo=UTC)
+
+
+def _article_key(a: Article) -> tuple[object, ...]:
+    return (a.id, a.content_hash, a.url, a.title, a.updated_at, a.published_at, a.first_seen_at)
+
+
+def _feed_key(feed: FeedState) -> tuple[object, ...]:
+    """What a source page shows of its feed."""
+    return (feed.display_title, feed.url, feed.site_url, feed.tags)
+
+
+def _links_of(stories: Sequence[Story], links: Links) -> str:
+    """Which of the stories and their sources have pages: an entry's links depend on it."""
+    return "|links:" + "".join(
+        f"{int(s.story_id in links.stories)}{int(s.source.feed_id in links.sources)}" for s in stories
+    )
+
+
+def _links_of_feeds(feed_ids: Sequence[str], links: Links) -> str:
+    return "|links:" + "".join(str(int(f in links.sources)) for f in feed_ids)
+
+
 def _subscription(feed: FeedState) -> Subscription:
     return Subscription(feed_id=feed.id, url=feed.url, title=feed.configured_title, tags=feed.tags)
 
@@ -369,7 +595,7 @@ def write_static(snapshot: Snapshot, out_dir: Path) -> list[str]:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
         written.append(relative)
-    for scope_dir in (out_dir / "tags", out_dir / "search"):  # tags and searches that are gone
+    for scope_dir in (out_dir / name for name in PAGE_DIRS):  # tags, searches, sources, stories, days gone
         if scope_dir.is_dir():
             for stale in scope_dir.iterdir():
                 if stale.is_file() and stale not in wanted and (stale.suffix in FORMATS or stale.suffix == ".html"):

@@ -41,6 +41,7 @@ class _Member:
 
 
 InScope = Callable[[_Member], bool]
+StoryKey = _Member  # where a story's entry sorts: its article's seq, feed, sort_at (UTC ISO 8601) and story
 
 
 class LatestMixin(ArticlesMixin):
@@ -60,6 +61,25 @@ class LatestMixin(ArticlesMixin):
         else:
             picked = self._walk(feeds, limit, per_source)
         return self._stories(picked)
+
+    def newest_of_feeds(self, feed_ids: Collection[str], per_feed: int) -> dict[str, list[Story]]:
+        """Each feed's newest ``per_feed`` visible articles, each as an entry
+        with the other outlets of its story: the feeds' own pages."""
+        out: dict[str, list[Story]] = {fid: [] for fid in feed_ids}
+        for story in self._stories(self._feed_tops(feed_ids, per_feed)):
+            out[story.source.feed_id].append(story)
+        return out
+
+    def newest_keys(self, limit: int) -> list[StoryKey]:
+        """Where the newest ``limit`` stories of everything are, newest first,
+        with no per-source bound (the archive): from the index alone. Build
+        them a few at a time with ``stories_at``, so that thousands of them
+        are never all in memory at once."""
+        return self._walk(None, limit, limit) if limit > 0 else []
+
+    def stories_at(self, keys: Sequence[StoryKey]) -> list[Story]:
+        """The stories at these keys (from ``newest_keys``), as ``latest`` builds them."""
+        return self._stories(keys)
 
     # --- choosing --------------------------------------------------------------------
 
@@ -157,7 +177,7 @@ class LatestMixin(ArticlesMixin):
                 part,
             ):
                 sizes[r[1]] = sizes.get(r[1], 0) + 1
-                if r[5] and r[0] not in rows:
+                if r[5]:  # the entry's own article is left out below, with its feed
                     others.setdefault(r[1], []).append((r[0], r[2], r[3], r[4], r[6]))
         feed_ids = {r["feed_id"] for r in rows.values()} | {o[1] for group in others.values() for o in group}
         feeds = self.feeds_by_id(feed_ids)

@@ -39,6 +39,10 @@ class StoriesMixin(MaintenanceMixin):
         views = self._views([rows[0][0]]) if rows else []
         return views[0] if views else None
 
+    def stories_by_id(self, story_ids: Sequence[str]) -> list[StoryView]:
+        """These stories with all their articles (hidden ones too), in the order asked."""
+        return self._views(story_ids)
+
     def _views(self, story_ids: Sequence[str]) -> list[StoryView]:
         members: dict[str, list[Article]] = {sid: [] for sid in story_ids}
         for part in chunks(list(story_ids)):
