@@ -102,6 +102,7 @@ _CONSUMED = frozenset(
     "enclosures ttl".split()
 )
 _MAX_DEPTH = 100
+_MAX_ATTRIBUTES = 100
 _C1 = re.compile("[\x80-\x9f]")
 _AMP_REFERENCE = re.compile("&([A-Za-z0-9_]+);")
 _CLOSE_TAG = re.compile(r"</(\w+)>")
@@ -268,12 +269,13 @@ class _Reader:
                 self.namespacemap[prefix] = _NAMESPACES[lower]
             if lower == "http://www.w3.org/1999/xlink":
                 raise Deferred("the xlink namespace")
-        if len(versions) > 1:
-            raise Deferred("namespaces of two feed formats on the root")
-        self.version = versions[0] if versions else ""
         name = self._name(root)[0]
         if name not in ("rss", "feed", "rdf:rdf"):
             raise Deferred(f"an unknown root element <{name}>")
+        # feedparser takes the first of these it sees; <rss> then makes any of them RSS.
+        if len(set(versions)) > 1 and name != "rss":
+            raise Deferred("namespaces of two feed formats on the root")
+        self.version = versions[0] if versions else ""
         self._element(root, 1)
         if not self.version:
             raise Deferred("no feed version")
@@ -337,7 +339,11 @@ class _Reader:
         if depth > _MAX_DEPTH:
             raise Deferred("nesting deeper than the fast path reads")
         name, prefix, suffix = self._name(el)
-        attrs = self._attrs(el) if len(el.attrib) else {}
+        count = len(el.attrib)
+        if count > _MAX_ATTRIBUTES:
+            # lxml looks every attribute's value up by name: quadratic in their number.
+            raise Deferred(f"an element with {count} attributes")
+        attrs = self._attrs(el) if count else {}
         serialised = self._start(name, prefix, suffix, attrs)
         text = el.text
         if text:

@@ -19,6 +19,7 @@ import html
 import io
 import json
 import logging
+import os
 import re
 import time
 import xml.sax
@@ -45,6 +46,12 @@ PATH_FAST = "fast"  # fastparse: lxml and a port of feedparser's handlers
 PATH_FEEDPARSER = "feedparser"
 PATH_JSON = "json"
 ENGINES = ("auto", "feedparser", "fast")
+# AGGREGATOR_PARSE_ENGINE=feedparser turns the fast path off for a whole
+# process tree (the hostile suite runs both ways; an operator can rule the
+# fast path out when chasing a parsing difference).
+DEFAULT_ENGINE = os.environ.get("AGGREGATOR_PARSE_ENGINE", "auto")
+if DEFAULT_ENGINE not in ENGINES:
+    raise RuntimeError(f"AGGREGATOR_PARSE_ENGINE must be one of {', '.join(ENGINES)}, not {DEFAULT_ENGINE!r}")
 
 
 class FastPathDeferred(Exception):
@@ -163,7 +170,7 @@ def parse_document(
     now: datetime | None = None,
     known_hashes: Mapping[str, str] | None = None,
     time_limit: float | None = None,
-    engine: str = "auto",
+    engine: str | None = None,
 ) -> ParsedFeed:
     """Parse one fetched document. Raises ParseError, and nothing else,
     when the document holds nothing usable: every failure of a parser on a
@@ -186,8 +193,9 @@ def parse_document(
     differential test); "fast" raises FastPathDeferred instead of using
     feedparser. The fast path is linear in the document and checks the time
     limit at every entry, so it holds in the calling thread too. The path
-    taken is ParsedFeed.parse_path.
+    taken is ParsedFeed.parse_path. None: AGGREGATOR_PARSE_ENGINE, else "auto".
     """
+    engine = engine or DEFAULT_ENGINE
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
     deadline = time.monotonic() + time_limit if time_limit is not None else None
