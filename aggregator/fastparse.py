@@ -32,9 +32,13 @@ deadline checked at every entry.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import html.entities
 import re
 import time
+import urllib.parse
+from datetime import datetime, timedelta
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -97,9 +101,30 @@ _FEEDPARSER_HANDLERS = frozenset(
 # Keys parse._normalise reads: an element of no known meaning (stored under
 # its own name by feedparser) must not land on one of them.
 _CONSUMED = frozenset(
-    "title title_detail link links id summary summary_detail content published_parsed updated_parsed "
-    "created_parsed published updated authors author tags media_content media_thumbnail image language "
-    "enclosures ttl".split()
+    [
+        "title",
+        "title_detail",
+        "link",
+        "links",
+        "id",
+        "summary",
+        "summary_detail",
+        "content",
+        "published_parsed",
+        "updated_parsed",
+        "created_parsed",
+        "published",
+        "updated",
+        "authors",
+        "author",
+        "tags",
+        "media_content",
+        "media_thumbnail",
+        "image",
+        "language",
+        "enclosures",
+        "ttl",
+    ]
 )
 _MAX_DEPTH = 100
 _MAX_ATTRIBUTES = 100
@@ -123,8 +148,55 @@ _PARSER_OPTIONS = {
 }
 
 
+_MONTH_NUMBERS = {
+    name: number
+    for number, name in enumerate(
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1
+    )
+}
+_RFC822_STRICT = re.compile(
+    r"(?:[A-Z][a-z]{2}, )?(\d{1,2}) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) (\d{4}) "
+    r"(\d{2}):(\d{2}):(\d{2}) (?:([+-])(\d{2})(\d{2})|GMT|UTC|UT|Z)"
+)
+_W3DTF_STRICT = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?(?:Z|([+-])(\d{2}):(\d{2}))")
+
+
+def parse_date(text: str | None) -> time.struct_time | None:
+    """feedparser's _parse_date (our handler first: parse.py registers it),
+    with its two commonest inputs read here directly: a date handler chain
+    costs 35-60 us a call. "Mon, 01 Jun 2026 10:00:00 +0000" is what
+    dates.parse_feed_date reads it as, "2026-06-01T10:00:00+02:00" what
+    feedparser's W3DTF handler does (both: the instant minus the offset);
+    anything else, or a value either would refuse, goes to _parse_date.
+    tests/test_fastparse.py compares the two on generated dates."""
+    if text and len(text) < 40:
+        match = _RFC822_STRICT.fullmatch(text)
+        if match is not None:
+            day, month, year, hour, minute, second, sign, zone_hours, zone_minutes = match.groups()
+            offset = (int(zone_hours) * 60 + int(zone_minutes)) * (-1 if sign == "-" else 1) if sign else 0
+            if abs(offset) <= 15 * 60:
+                with contextlib.suppress(ValueError, OverflowError):
+                    moment = datetime(int(year), _MONTH_NUMBERS[month], int(day), int(hour), int(minute), int(second))
+                    return (moment - timedelta(minutes=offset)).utctimetuple()
+        else:
+            match = _W3DTF_STRICT.fullmatch(text)
+            if match is not None:
+                year, month, day, hour, minute, second, sign, zone_hours, zone_minutes = match.groups()
+                offset = (int(zone_hours) * 60 + int(zone_minutes)) * (-1 if sign == "-" else 1) if sign else 0
+                with contextlib.suppress(ValueError, OverflowError):
+                    moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
+                    return (moment - timedelta(minutes=offset)).utctimetuple()
+    result: time.struct_time | None = _parse_date(text)
+    return result
+
+
 def _parser() -> etree.XMLParser:
-    return etree.XMLParser(**_PARSER_OPTIONS)
+    o = _PARSER_OPTIONS
+    return etree.XMLParser(
+        resolve_entities=o["resolve_entities"], no_network=o["no_network"], load_dtd=o["load_dtd"],
+        dtd_validation=o["dtd_validation"], huge_tree=o["huge_tree"], remove_comments=o["remove_comments"],
+        remove_pis=o["remove_pis"], strip_cdata=o["strip_cdata"], recover=o["recover"],
+    )  # fmt: skip
 
 
 def _map_content_type(value: str) -> str:
@@ -153,15 +225,41 @@ def _set(context: dict[str, Any], key: str, value: Any) -> None:
     context[real[0] if isinstance(real, list) else real] = value
 
 
+# An absolute http(s) URL that urllib's urljoin gives back unchanged (no
+# whitespace or control characters, no empty query or fragment, no ";params",
+# no extra slashes after "//"): most links in feeds.
+_PLAIN_URL = re.compile(
+    r"https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?(?:/[^\s?#;\[\]\\\x00-\x1f\x7f]*)?"
+    r"(?:\?[^\s#\x00-\x1f\x7f]+)?(?:#[^\s\x00-\x1f\x7f]+)?"
+)
+
+
+def _urljoin_plain(base: str, url: str) -> str:
+    """feedparser's _urljoin(base, url), without urllib for a plain absolute
+    URL (31 us a call): urljoin returns such a URL as it is, whatever the
+    (parseable) base."""
+    if _PLAIN_URL.fullmatch(url) and _parseable(base):
+        return url
+    joined: str = _urljoin(base, url)
+    return joined
+
+
+@functools.lru_cache(maxsize=64)
+def _parseable(base: str) -> bool:
+    try:
+        urllib.parse.urlparse(base)
+    except ValueError:
+        return False
+    return True
+
+
 def _fixed_text(output: str) -> str:
     """feedparser's last touches on every text value: text that was UTF-8 read
     as Latin-1 is read again, and C1 controls become their cp1252 characters."""
     if output.isascii():
         return output
-    try:
+    with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
         output = output.encode("iso-8859-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        pass
     # str.translate with a dict looks up every character in Python: test first.
     return output.translate(_cp1252) if _C1.search(output) else output
 
@@ -328,8 +426,7 @@ class _Reader:
                 qualified.append((f"{given[0]}:{local}".lower(), value))
             else:
                 attrs[key.lower()] = value
-        for key, value in qualified:
-            attrs[key] = value
+        attrs.update(qualified)
         for key in ("rel", "type"):
             if key in attrs:
                 attrs[key] = attrs[key].lower()
@@ -375,8 +472,11 @@ class _Reader:
         """feedparser's unknown_starttag; True when the element was written
         into xhtml content rather than handled."""
         self.depth += 1
-        base = (attrs.get("xml:base", attrs.get("base")) if attrs else None) or self.baseuri
-        self.baseuri = self._join(self.baseuri, base)
+        base = attrs.get("xml:base", attrs.get("base")) if attrs else None
+        if base or self.depth == 1:
+            # Without xml:base feedparser joins the base with itself at every
+            # element: the same value again once the root has done it.
+            self.baseuri = self._join(self.baseuri, base or self.baseuri)
         lang = attrs.get("xml:lang", attrs.get("lang")) if attrs else None
         if lang == "":
             lang = None
@@ -473,10 +573,10 @@ class _Reader:
         if not expecting_text:
             return output
         if element in _RELATIVE and output:
-            output = _urljoin(self.baseuri or "", output)
-        if not self.version.startswith("atom") and self.contentparams.get("type") == "text/plain":
-            if _looks_like_html(output):
-                self.contentparams["type"] = "text/html"
+            output = _urljoin_plain(self.baseuri or "", output)
+        guess = not self.version.startswith("atom") and self.contentparams.get("type") == "text/plain"
+        if guess and _looks_like_html(output):
+            self.contentparams["type"] = "text/html"
         self.contentparams.pop("mode", None)
         self.contentparams.pop("base64", None)
         output = _fixed_text(output)
@@ -523,9 +623,7 @@ class _Reader:
             self.lang = self.lang.replace("_", "-")
         kind = _map_content_type(attrs.get("type", default_type))
         self.contentparams = {"type": kind, "language": self.lang, "base": self.baseuri}
-        if attrs.get("mode", "") == "base64" or not (
-            kind.startswith("text/") or kind.endswith("+xml") or kind.endswith("/xml")
-        ):
+        if attrs.get("mode", "") == "base64" or not (kind.startswith("text/") or kind.endswith(("+xml", "/xml"))):
             raise Deferred(f"base64 content (type {kind!r})")
         self._push(tag, expecting_text)
 
@@ -655,6 +753,8 @@ class _Reader:
 
     def _end_channel(self) -> None:
         self.infeed = 0
+
+    _end_feed = _end_channel
 
     def _start_image(self, attrs: dict[str, str]) -> None:
         context = self._context()
@@ -808,19 +908,19 @@ class _Reader:
         self._push("published", 1)
 
     def _end_published(self) -> None:
-        self._save("published_parsed", _parse_date(self._pop("published")), overwrite=True)
+        self._save("published_parsed", parse_date(self._pop("published")), overwrite=True)
 
     def _start_updated(self, attrs: dict[str, str]) -> None:
         self._push("updated", 1)
 
     def _end_updated(self) -> None:
-        self._save("updated_parsed", _parse_date(self._pop("updated")), overwrite=True)
+        self._save("updated_parsed", parse_date(self._pop("updated")), overwrite=True)
 
     def _start_created(self, attrs: dict[str, str]) -> None:
         self._push("created", 1)
 
     def _end_created(self) -> None:
-        self._save("created_parsed", _parse_date(self._pop("created")), overwrite=True)
+        self._save("created_parsed", parse_date(self._pop("created")), overwrite=True)
 
     def _start_expirationdate(self, attrs: dict[str, str]) -> None:
         self._push("expired", 1)
@@ -860,7 +960,7 @@ class _Reader:
         for term in value.split(","):
             self._add_tag(term.strip(), None, None)
 
-    def _end_keywords_list(self, element: str, scheme: str | None) -> None:
+    def _keywords_list(self, element: str, scheme: str | None) -> None:
         value = self._pop(element)
         if value is None:
             raise Deferred(f"<{element}> with attributes")
@@ -869,10 +969,10 @@ class _Reader:
                 self._add_tag(term.strip(), scheme, None)
 
     def _end_itunes_keywords(self) -> None:
-        self._end_keywords_list("itunes_keywords", "http://www.itunes.com/")
+        self._keywords_list("itunes_keywords", "http://www.itunes.com/")
 
     def _end_media_keywords(self) -> None:
-        self._end_keywords_list("media_keywords", None)
+        self._keywords_list("media_keywords", None)
 
     def _start_cloud(self, attrs: dict[str, str]) -> None:
         self._context()["cloud"] = dict(attrs)
@@ -883,7 +983,7 @@ class _Reader:
         context = self._context()
         attrs = self._enforce_href(attrs)
         if "href" in attrs:
-            attrs["href"] = _urljoin(self.baseuri or "", attrs["href"])
+            attrs["href"] = _urljoin_plain(self.baseuri or "", attrs["href"])
         expecting_text = self.infeed or self.inentry or self.insource
         links = context.setdefault("links", [])
         if not (self.inentry and self.inimage):
@@ -1044,95 +1144,38 @@ class _Reader:
     _end_media_restriction = _popper("restriction")
     _start_media_license = _pusher("license", 1)
     _end_media_license = _popper("license")
-    _start_geometry = _pusher("geometry", 0)  # georss: "where" is not read
-    _end_geometry = _popper("geometry")
+    # georss: "where" is not read.
+    _start_georss_point = _start_georss_line = _start_georss_polygon = _start_georss_box = _pusher("geometry", 0)
+    _end_georss_point = _end_georss_line = _end_georss_polygon = _end_georss_box = _popper("geometry")
+    _end_abstract = _end_description
+    _end_media_category = _end_itunes_category = _end_category
+    _end_body = _end_content_encoded = _end_content
+    _start_media_title = _start_title
     _start_media_player = _pusher("media_player", 0)
     _end_media_player = _popper("media_player")
     _end_generator = _popper("generator")
     _end_newlocation = _popper("newlocation")
 
 
-_R = _Reader
-_START: dict[str, Any] = {
-    "rss": _R._start_rss, "channel": _R._start_channel, "feed": _R._start_feed,
-    "image": _R._start_image, "textinput": _R._start_textinput,
-    "author": _R._start_author, "managingeditor": _R._start_author, "dc_author": _R._start_author,
-    "dc_creator": _R._start_author, "itunes_author": _R._start_author,
-    "contributor": _R._start_contributor, "dc_contributor": _R._start_dc_contributor,
-    "name": _R._start_name, "itunes_name": _R._start_name, "email": _R._start_email, "itunes_email": _R._start_email,
-    "url": _R._start_url, "homepage": _R._start_url, "uri": _R._start_url,
-    "webmaster": _R._start_webmaster, "dc_publisher": _R._start_webmaster, "itunes_owner": _R._start_itunes_owner,
-    "subtitle": _R._start_subtitle, "tagline": _R._start_subtitle, "itunes_subtitle": _R._start_subtitle,
-    "rights": _R._start_rights, "copyright": _R._start_rights, "dc_rights": _R._start_rights,
-    "info": _R._start_info, "feedburner_browserfriendly": _R._start_info,
-    "item": _R._start_item, "entry": _R._start_item,
-    "language": _R._start_language, "dc_language": _R._start_language,
-    "published": _R._start_published, "issued": _R._start_published, "pubdate": _R._start_published,
-    "dcterms_issued": _R._start_published,
-    "updated": _R._start_updated, "modified": _R._start_updated, "lastbuilddate": _R._start_updated,
-    "dc_date": _R._start_updated, "dcterms_modified": _R._start_updated,
-    "created": _R._start_created, "dcterms_created": _R._start_created,
-    "expirationdate": _R._start_expirationdate,
-    "category": _R._start_category, "keywords": _R._start_category, "dc_subject": _R._start_category,
-    "media_category": _R._start_media_category, "itunes_category": _R._start_itunes_category,
-    "tags": _R._start_tags, "cloud": _R._start_cloud,
-    "link": _R._start_link, "guid": _R._start_guid, "id": _R._start_guid,
-    "title": _R._start_title, "dc_title": _R._start_title, "media_title": _R._start_title,
-    "description": _R._start_description, "dc_description": _R._start_description,
-    "media_description": _R._start_description, "abstract": _R._start_abstract,
-    "generator": _R._start_generator, "summary": _R._start_summary, "itunes_summary": _R._start_summary,
-    "enclosure": _R._start_enclosure, "source": _R._start_source,
-    "content": _R._start_content, "body": _R._start_body, "xhtml_body": _R._start_body,
-    "content_encoded": _R._start_content_encoded, "fullitem": _R._start_content_encoded,
-    "newlocation": _R._start_newlocation,
-    "media_content": _R._start_media_content, "media_thumbnail": _R._start_media_thumbnail,
-    "media_group": _R._start_media_group, "itunes_image": _R._start_itunes_image, "itunes_link": _R._start_itunes_image,
-    "width": _R._start_width, "height": _R._start_height,
-    "media_credit": _R._start_media_credit, "media_rating": _R._start_media_rating,
-    "media_restriction": _R._start_media_restriction, "media_license": _R._start_media_license,
-    "media_player": _R._start_media_player,
+# Element names feedparser handles like another one.
+_ALIASES = {
+    "managingeditor": "author", "dc_author": "author", "dc_creator": "author", "itunes_author": "author",
+    "itunes_name": "name", "itunes_email": "email", "homepage": "url", "uri": "url", "dc_publisher": "webmaster",
+    "tagline": "subtitle", "itunes_subtitle": "subtitle", "copyright": "rights", "dc_rights": "rights",
+    "feedburner_browserfriendly": "info", "entry": "item", "dc_language": "language",
+    "issued": "published", "pubdate": "published", "dcterms_issued": "published",
+    "modified": "updated", "lastbuilddate": "updated", "dc_date": "updated", "dcterms_modified": "updated",
+    "dcterms_created": "created", "keywords": "category", "dc_subject": "category", "id": "guid",
+    "dc_title": "title", "dc_description": "description", "media_description": "description",
+    "itunes_summary": "summary", "xhtml_body": "body", "fullitem": "content_encoded", "itunes_link": "itunes_image",
 }  # fmt: skip
-for _shape in ("point", "line", "polygon", "box"):
-    _START[f"georss_{_shape}"] = _R._start_geometry
-_END: dict[str, Any] = {
-    "channel": _R._end_channel, "feed": _R._end_channel,
-    "image": _R._end_image, "textinput": _R._end_textinput,
-    "author": _R._end_author, "managingeditor": _R._end_author, "dc_author": _R._end_author,
-    "dc_creator": _R._end_author, "itunes_author": _R._end_author,
-    "contributor": _R._end_contributor, "dc_contributor": _R._end_dc_contributor,
-    "name": _R._end_name, "itunes_name": _R._end_name, "email": _R._end_email, "itunes_email": _R._end_email,
-    "url": _R._end_url, "homepage": _R._end_url, "uri": _R._end_url,
-    "webmaster": _R._end_webmaster, "dc_publisher": _R._end_webmaster, "itunes_owner": _R._end_itunes_owner,
-    "subtitle": _R._end_subtitle, "tagline": _R._end_subtitle, "itunes_subtitle": _R._end_subtitle,
-    "rights": _R._end_rights, "copyright": _R._end_rights, "dc_rights": _R._end_rights,
-    "info": _R._end_info, "feedburner_browserfriendly": _R._end_info,
-    "item": _R._end_item, "entry": _R._end_item,
-    "language": _R._end_language, "dc_language": _R._end_language,
-    "published": _R._end_published, "issued": _R._end_published, "pubdate": _R._end_published,
-    "dcterms_issued": _R._end_published,
-    "updated": _R._end_updated, "modified": _R._end_updated, "lastbuilddate": _R._end_updated,
-    "dc_date": _R._end_updated, "dcterms_modified": _R._end_updated,
-    "created": _R._end_created, "dcterms_created": _R._end_created,
-    "expirationdate": _R._end_expirationdate,
-    "category": _R._end_category, "keywords": _R._end_category, "dc_subject": _R._end_category,
-    "media_category": _R._end_category, "itunes_category": _R._end_category,
-    "tags": _R._end_tags, "itunes_keywords": _R._end_itunes_keywords, "media_keywords": _R._end_media_keywords,
-    "link": _R._end_link, "guid": _R._end_guid, "id": _R._end_guid,
-    "title": _R._end_title, "dc_title": _R._end_title, "media_title": _R._end_media_title,
-    "description": _R._end_description, "dc_description": _R._end_description,
-    "media_description": _R._end_description, "abstract": _R._end_description,
-    "generator": _R._end_generator, "summary": _R._end_summary, "itunes_summary": _R._end_summary,
-    "source": _R._end_source,
-    "content": _R._end_content, "body": _R._end_content, "xhtml_body": _R._end_content,
-    "content_encoded": _R._end_content, "fullitem": _R._end_content,
-    "newlocation": _R._end_newlocation, "media_thumbnail": _R._end_media_thumbnail,
-    "width": _R._end_width, "height": _R._end_height,
-    "media_credit": _R._end_media_credit, "media_rating": _R._end_media_rating,
-    "media_restriction": _R._end_media_restriction, "media_license": _R._end_media_license,
-    "media_player": _R._end_media_player,
-}  # fmt: skip
-for _shape in ("point", "line", "polygon", "box"):
-    _END[f"georss_{_shape}"] = _R._end_geometry
+_START: dict[str, Any] = {name[7:]: f for name, f in vars(_Reader).items() if name.startswith("_start_")}
+_END: dict[str, Any] = {name[5:]: f for name, f in vars(_Reader).items() if name.startswith("_end_")}
+for _alias, _target in _ALIASES.items():
+    if _target in _START:
+        _START[_alias] = _START[_target]
+    if _target in _END:
+        _END[_alias] = _END[_target]
 # feedparser handlers that need no port: what they write is never read, and
 # they push nothing (so the text around them goes where it would anyway).
 _HARMLESS_ENDS = frozenset(("itunes_block", "itunes_explicit"))

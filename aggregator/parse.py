@@ -58,6 +58,7 @@ class FastPathDeferred(Exception):
     """engine="fast" and the fast path is not sure about this document: the
     caller parses it with feedparser (in a worker process, with a hard limit)."""
 
+
 # feedparser resolves an RSS <guid> without isPermaLink="false" against the
 # document URL, turning opaque ids such as "12345" into invented URLs that
 # change whenever the feed moves. Identity must not depend on where we
