@@ -17,6 +17,7 @@ differs fails too, so the list cannot go stale.
 from __future__ import annotations
 
 import ast
+import random
 import dataclasses
 import gzip
 import time
@@ -336,3 +337,27 @@ def test_prepared_documents_only() -> None:
     parsed = parse_document(body, "http://e.com/f", {}, NOW)
     assert parsed.parse_path == PATH_FAST and len(parsed.entries) == 1
     assert prepared_xml(body).startswith(b"\xef\xbb\xbf<?xml")
+
+
+def test_the_fast_date_reading_is_feedparsers() -> None:
+    """fastparse.parse_date reads the two commonest forms itself: on these
+    and on their near misses it must agree with feedparser's handler chain
+    (parse.py's handler first) to the field."""
+    from feedparser.datetimes import _parse_date
+
+    rng = random.Random(15)
+    months = ["Jan", "Feb", "Jun", "Sep", "Dec", "jun", "JUN", "Sept", "Foo"]
+    zones = ["+0000", "-0500", "+0530", "+1500", "-1600", "+9999", "GMT", "UT", "UTC", "Z", "EST", "CEST", "+00:00"]
+    samples = []
+    for _ in range(4000):
+        day, hour, minute, second = rng.randint(0, 32), rng.randint(0, 25), rng.randint(0, 61), rng.randint(0, 61)
+        year = rng.choice([1969, 1970, 2000, 2026, 2038, 9999, 0, 1])
+        weekday = rng.choice(["", "Mon, ", "Sun, ", "mon, ", "Xyz, "])
+        samples.append(f"{weekday}{day:02d} {rng.choice(months)} {year:04d} {hour:02d}:{minute:02d}:{second:02d} "
+                       f"{rng.choice(zones)}")  # fmt: skip
+        fraction = rng.choice(["", ".5", ".123456789", ".9999999999"])
+        zone = rng.choice(["Z", "+02:00", "-05:30", "+99:99", "+0200", "z", ""])
+        samples.append(f"{year:04d}-{rng.randint(0, 13):02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}{fraction}{zone}")
+    samples += ["Mon, 01 Jun 2026 10:00:00 +0000", "2026-06-01T10:00:00Z", "", "  ", "1 Jun 2026 10:00:00 GMT"]
+    for text in samples:
+        assert fastparse.parse_date(text) == _parse_date(text), text
