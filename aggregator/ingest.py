@@ -59,23 +59,32 @@ REDIRECT_CONFIRMATIONS = 2
 # --- parsing in worker processes -------------------------------------------------------
 
 
+# Documents up to this size are parsed in the fetch thread; a bigger one (a
+# long podcast archive, a hostile 10 MB feed) goes to a worker process, where
+# the fast path is tried too: so the service's own memory never holds more than
+# `polling.workers` trees of this size at once (lxml needs several times the
+# document's size), and big documents queue for the workers' cores.
+INLINE_MAX_BYTES = 1_000_000
+
+
 class ParsePool:
-    """Parsing with a hard time limit. Documents the fast path reads
-    (parse.py, fastparse.py: well-formed RSS and Atom, JSON Feed) are parsed
-    right here in the calling fetch thread: lxml and nh3 do most of that
-    work in C with the GIL released, every step is linear in its capped
-    input, and the deadline (``timeout``) is checked at every entry of the
-    document and between the steps of normalising, so the whole parse is
-    bounded by the fetcher's size cap times a linear cost, and abandoned
-    past ``timeout``. Everything else goes to feedparser in worker processes
-    (pebble): a document that hangs the parser is killed at its timeout, one
-    that crashes the worker costs only itself, and workers are replaced
-    after ``recycle`` documents so memory cannot creep. The pool starts at
-    the first document the fast path leaves to feedparser: a poll of
-    well-formed feeds starts no process at all. pebble is used rather than
-    concurrent.futures because it kills exactly the worker that overran and
-    tells us which task it was. ``inline_fast=False`` (or
-    AGGREGATOR_PARSE_ENGINE=feedparser) sends every document to the pool."""
+    """Parsing with a time limit. Documents the fast path reads (parse.py,
+    fastparse.py: well-formed RSS and Atom; JSON Feed) of up to
+    INLINE_MAX_BYTES are parsed right here in the calling fetch thread: every
+    step is linear in its capped input and the deadline (``timeout``) is
+    checked at every entry of the document and between the steps of
+    normalising, so such a parse is bounded by the fetcher's size cap times a
+    linear cost and abandoned past ``timeout`` (lxml's parse and nh3's
+    cleaning release the GIL; the rest of the reader is Python: the shares
+    are in bench/RESULTS.md, "Fast parse path"). Everything else goes to
+    feedparser in worker processes (pebble): a document that hangs the parser
+    is killed at its timeout, one that crashes the worker costs only itself,
+    and workers are replaced after ``recycle`` documents so memory cannot
+    creep. The pool starts at the first document the fast path leaves to
+    feedparser: a poll of well-formed feeds starts no process at all. pebble
+    is used rather than concurrent.futures because it kills exactly the
+    worker that overran and tells us which task it was. ``inline_fast=False``
+    (or AGGREGATOR_PARSE_ENGINE=feedparser) sends every document to the pool."""
 
     def __init__(self, workers: int = 0, timeout: float = 30, recycle: int = 200, inline_fast: bool = True):
         self.workers = workers or os.cpu_count() or 1
@@ -109,7 +118,7 @@ class ParsePool:
         from aggregator.worker import parse_for_ingest
 
         engine, deferred = None, None
-        if self.inline_fast and parsing.DEFAULT_ENGINE != "feedparser":
+        if self.inline_fast and parsing.DEFAULT_ENGINE != "feedparser" and len(body) <= INLINE_MAX_BYTES:
             if self._closed:
                 raise ParseError("the parser pool is shut down")
             try:
