@@ -62,18 +62,39 @@ REDIRECT_CONFIRMATIONS = 2
 # --- parsing in worker processes -------------------------------------------------------
 
 
-class ParsePool:
-    """feedparser in worker processes (pebble): a document that hangs the
-    parser is killed at its timeout, one that crashes the worker costs only
-    itself, and workers are replaced after ``recycle`` documents so memory
-    cannot creep. pebble is used rather than concurrent.futures because it
-    kills exactly the worker that overran and tells us which task it was."""
+# Documents up to this size are parsed in the fetch thread; a bigger one (a
+# long podcast archive, a hostile 10 MB feed) goes to a worker process, where
+# the fast path is tried too: so the service's own memory never holds more than
+# `polling.workers` trees of this size at once (lxml needs several times the
+# document's size), and big documents queue for the workers' cores.
+INLINE_MAX_BYTES = 1_000_000
 
-    def __init__(self, workers: int = 0, timeout: float = 30, recycle: int = 200):
+
+class ParsePool:
+    """Parsing with a time limit. Documents the fast path reads (parse.py,
+    fastparse.py: well-formed RSS and Atom; JSON Feed) of up to
+    INLINE_MAX_BYTES are parsed right here in the calling fetch thread: every
+    step is linear in its capped input and the deadline (``timeout``) is
+    checked at every entry of the document and between the steps of
+    normalising, so such a parse is bounded by the fetcher's size cap times a
+    linear cost and abandoned past ``timeout`` (lxml's parse and nh3's
+    cleaning release the GIL; the rest of the reader is Python: the shares
+    are in bench/RESULTS.md, "Fast parse path"). Everything else goes to
+    feedparser in worker processes (pebble): a document that hangs the parser
+    is killed at its timeout, one that crashes the worker costs only itself,
+    and workers are replaced after ``recycle`` documents so memory cannot
+    creep. The pool starts at the first document the fast path leaves to
+    feedparser: a poll of well-formed feeds starts no process at all. pebble
+    is used rather than concurrent.futures because it kills exactly the
+    worker that overran and tells us which task it was. ``inline_fast=False``
+    (or AGGREGATOR_PARSE_ENGINE=feedparser) sends every document to the pool."""
+
+    def __init__(self, workers: int = 0, timeout: float = 30, recycle: int = 200, inline_fast: bool = True):
         self.workers = workers or os.cpu_count() or 1
         self.timeout = timeout
         self.recycle = recycle
-        self._pool: Any = None  # started on the first document: a poll where nothing changed needs none
+        self.inline_fast = inline_fast
+        self._pool: Any = None  # started on the first document that needs it
         self._start_lock = threading.Lock()
         self._closed = False
 
@@ -90,14 +111,31 @@ class ParsePool:
                 self._pool = pebble.ProcessPool(max_workers=self.workers, max_tasks=self.recycle, context=context)
             return self._pool
 
-    def parse(self, body: bytes, url: str, headers: dict[str, str], now: datetime, known: dict[str, str]) -> ParsedFeed:
-        import pebble
+    @property
+    def started(self) -> bool:
+        """Whether worker processes were started (some document needed feedparser)."""
+        return self._pool is not None
 
+    def parse(self, body: bytes, url: str, headers: dict[str, str], now: datetime, known: dict[str, str]) -> ParsedFeed:
+        from aggregator import parse as parsing  # imported only when a body needs parsing
         from aggregator.worker import parse_for_ingest
 
-        future = self._started().schedule(parse_for_ingest, args=(body, url, headers, now, known), timeout=self.timeout)
+        engine, deferred = None, None
+        if self.inline_fast and parsing.DEFAULT_ENGINE != "feedparser" and len(body) <= INLINE_MAX_BYTES:
+            if self._closed:
+                raise ParseError("the parser pool is shut down")
+            try:
+                return parse_for_ingest(body, url, headers, now, known, time_limit=self.timeout, engine="fast")
+            except parsing.FastPathDeferred as exc:
+                engine, deferred = "feedparser", str(exc)
+        import pebble
+
+        future = self._started().schedule(
+            parse_for_ingest, args=(body, url, headers, now, known), kwargs={"engine": engine}, timeout=self.timeout
+        )
         try:
             parsed: ParsedFeed = future.result()
+            parsed.fast_deferred = parsed.fast_deferred or deferred
             return parsed
         except FutureTimeout:
             raise ParseError(f"parsing took longer than {self.timeout:g}s; the document was abandoned") from None
@@ -119,10 +157,12 @@ class ParsePool:
 
 class InlineParser:
     """Parsing in the calling thread, for tests and callers that trust their
-    input. Only parse_document's cooperative time limit applies (between
-    normalisation steps, each linear in its capped input): feedparser itself
-    cannot be interrupted in-process, so a document that hangs it hangs the
-    caller. Commands parse through make_parser, which has a hard limit."""
+    input: the fast path where it applies, feedparser otherwise. Only
+    parse_document's cooperative time limit applies (at every entry and
+    between normalisation steps, each linear in its capped input):
+    feedparser itself cannot be interrupted in-process, so a document that
+    hangs it hangs the caller. Commands parse through make_parser, which has
+    a hard limit."""
 
     def __init__(self, timeout: float | None = None):
         self.timeout = timeout
@@ -693,13 +733,14 @@ def profile_builder(settings: cluster.ClusterSettings) -> Callable[[Sequence[Art
 
 
 def make_parser(config: Config, feed_count: int) -> ParsePool:
-    """The parser for a command: worker processes, so every document has a
-    hard time limit (``parse_timeout``) and a parser crash costs only that
+    """The parser for a command: the fast path in the fetch threads, and
+    feedparser in worker processes for the rest, so every document has a
+    time limit (``parse_timeout``) and a feedparser crash costs only that
     document, whichever command parses it. One feed (``poll --feed``, ``feeds
-    add``) gets one worker, started at the first document that needs parsing
-    (a 304 or an unchanged body needs none); starting it costs about 0.45 s
-    once on a 2-core machine (a fresh interpreter importing the parser), the
-    price of a command that cannot hang on a hostile document."""
+    add``) gets one worker, started at the first document the fast path
+    leaves to feedparser; starting it costs about 0.45 s once on a 2-core
+    machine (a fresh interpreter importing the parser), the price of a
+    command that cannot hang on a hostile document."""
     polling = config.settings.polling
     workers = 1 if feed_count <= 1 else polling.parse_workers
     return ParsePool(workers, polling.parse_timeout, polling.parse_recycle)

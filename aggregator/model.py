@@ -300,6 +300,8 @@ class ParsedFeed:
     folded: list[tuple[str, str]] = field(default_factory=list)  # (entry key, rule) dropped in parsing
     warning: str | None = None  # bozo message, if any
     entry_count: int = 0  # entries the document had, before folding
+    parse_path: str = ""  # which reader parsed it: "fast", "feedparser" or "json" (parse.PATH_*)
+    fast_deferred: str | None = None  # why the fast path left it to feedparser, when it did
 
 
 # --- store ------------------------------------------------------------------

@@ -19,6 +19,7 @@ import html
 import io
 import json
 import logging
+import os
 import re
 import time
 import xml.sax
@@ -31,12 +32,32 @@ import feedparser.mixin
 import feedparser.parsers.strict
 from feedparser.datetimes import _parse_date as parse_date_text
 
+from aggregator import fastparse
 from aggregator.dates import parse_feed_date
+from aggregator.fastparse import find_email
 from aggregator.model import Author, Enclosure, ParsedEntry, ParsedFeed, ParseError
 from aggregator.sanitize import sanitize_html, strip_control, to_text
 from aggregator.urls import absolute, canonical_url, clean_url
 
 log = logging.getLogger(__name__)
+
+# Which reader parses a document (ParsedFeed.parse_path).
+PATH_FAST = "fast"  # fastparse: lxml and a port of feedparser's handlers
+PATH_FEEDPARSER = "feedparser"
+PATH_JSON = "json"
+ENGINES = ("auto", "feedparser", "fast")
+# AGGREGATOR_PARSE_ENGINE=feedparser turns the fast path off for a whole
+# process tree (the hostile suite runs both ways; an operator can rule the
+# fast path out when chasing a parsing difference).
+DEFAULT_ENGINE = os.environ.get("AGGREGATOR_PARSE_ENGINE", "auto")
+if DEFAULT_ENGINE not in ENGINES:
+    raise RuntimeError(f"AGGREGATOR_PARSE_ENGINE must be one of {', '.join(ENGINES)}, not {DEFAULT_ENGINE!r}")
+
+
+class FastPathDeferred(Exception):
+    """engine="fast" and the fast path is not sure about this document: the
+    caller parses it with feedparser (in a worker process, with a hard limit)."""
+
 
 # feedparser resolves an RSS <guid> without isPermaLink="false" against the
 # document URL, turning opaque ids such as "12345" into invented URLs that
@@ -51,31 +72,10 @@ feedparser.mixin._FeedParserMixin.can_be_relative_uri = feedparser.mixin._FeedPa
 # feedparser finds the e-mail address in an RSS <author> or <dc:creator> with a
 # regular expression searched from every position of the text: a name like
 # "a@b.b.b…b x" (40,000 segments) took over a minute. The same pattern, run
-# only from each '@' (the local part found by a backward scan), gives the same
-# address in linear time. feedparser builds its parser objects inside parse(),
-# so no per-call option can replace the method: the class attribute is patched.
-_EMAIL_LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.+")
-_EMAIL_DOMAIN = re.compile(
-    r"(\[[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.|([a-zA-Z0-9\-]+\.)+)([a-zA-Z]{2,4}|[0-9]{1,3})(\]?)(\?subject=\S+)?"
-)
-
-
-def find_email(text: str) -> str | None:
-    """The address feedparser's e-mail pattern finds first in text, or None.
-    Linear: each '@' is tried once, the local part before it is scanned back
-    to the previous '@' at most, and the domain match is anchored after it
-    (its labels end at the next '@' at the latest)."""
-    at = text.find("@")
-    while at >= 0:
-        start = at
-        while start > 0 and text[start - 1] in _EMAIL_LOCAL:
-            start -= 1
-        if start < at:
-            domain = _EMAIL_DOMAIN.match(text, at + 1)
-            if domain is not None:
-                return text[start : domain.end()]
-        at = text.find("@", at + 1)
-    return None
+# only from each '@' (fastparse.find_email, shared with the fast path), gives
+# the same address in linear time. feedparser builds its parser objects inside
+# parse(), so no per-call option can replace the method: the class attribute
+# is patched.
 
 
 def _sync_author_detail(self: Any, key: str = "author") -> None:
@@ -174,6 +174,7 @@ def parse_document(
     now: datetime | None = None,
     known_hashes: Mapping[str, str] | None = None,
     time_limit: float | None = None,
+    engine: str | None = None,
 ) -> ParsedFeed:
     """Parse one fetched document. Raises ParseError, and nothing else,
     when the document holds nothing usable: every failure of a parser on a
@@ -189,18 +190,32 @@ def parse_document(
     and between entries, every one of which is linear in its capped input:
     the cooperative limit for a parse in the calling process. feedparser
     itself cannot be interrupted; a hard limit needs a process (ingest.py).
+
+    ``engine``: "auto" reads well-formed RSS and Atom with the fast path
+    (fastparse.py) and everything it is not sure about with feedparser;
+    "feedparser" never uses the fast path (the reference, for the
+    differential test); "fast" raises FastPathDeferred instead of using
+    feedparser. The fast path is linear in the document and checks the time
+    limit at every entry, so it holds in the calling thread too. The path
+    taken is ParsedFeed.parse_path. None: AGGREGATOR_PARSE_ENGINE, else "auto".
     """
+    engine = engine or DEFAULT_ENGINE
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
     deadline = time.monotonic() + time_limit if time_limit is not None else None
     try:
         headers = {k.lower(): v for k, v in (headers or {}).items()}
         now = now or datetime.now(UTC)
         if _looks_like_json(body, headers.get("content-type", "")):
             raw = _parse_json_feed(body)
+            path, deferred = PATH_JSON, None
         else:
-            raw = _parse_xml(body, url, headers)
+            raw, path, deferred = _parse_xml(body, url, headers, engine, deadline, time_limit)
         _check(deadline, time_limit)
-        return _normalise(raw, url, now, known_hashes or {}, deadline, time_limit)
-    except ParseError:
+        parsed = _normalise(raw, url, now, known_hashes or {}, deadline, time_limit)
+        parsed.parse_path, parsed.fast_deferred = path, deferred
+        return parsed
+    except (ParseError, FastPathDeferred):
         raise
     except RecursionError:
         raise ParseError("not a feed: the document is nested too deeply to read") from None
@@ -392,7 +407,10 @@ def _skip_space(body: bytes, position: int) -> int:
     return match.end() if match else position
 
 
-def _parse_xml(body: bytes, url: str, headers: dict[str, str]) -> dict[str, Any]:
+def _parse_xml(
+    body: bytes, url: str, headers: dict[str, str], engine: str, deadline: float | None, time_limit: float | None
+) -> tuple[dict[str, Any], str, str | None]:
+    """(feedparser's result, the path that read it, why the fast path did not)."""
     if not body.strip():
         raise ParseError("empty document: the server sent no content")
     body = prepared_xml(body)
@@ -402,6 +420,34 @@ def _parse_xml(body: bytes, url: str, headers: dict[str, str]) -> dict[str, Any]
     # feedparser resolves relative links against Content-Location.
     response_headers["content-location"] = url
     response_headers.pop("content-encoding", None)  # the fetcher already decoded it
+    deferred = None
+    if engine != "feedparser":
+        try:
+            fast = fastparse.read(body, url, response_headers, deadline)
+        except fastparse.TooSlow:
+            _check(deadline, time_limit)
+            raise
+        except fastparse.Deferred as exc:
+            deferred = str(exc)[:300]
+            log.debug("<%s>: read by feedparser: %s", url, deferred)
+            if engine == "fast":
+                raise FastPathDeferred(deferred) from None
+        else:
+            problem = fast["warning_exception"]
+            return (
+                {
+                    "feed": fast["feed"],
+                    "entries": fast["entries"],
+                    "warning": _describe(problem) if problem else None,
+                    "version": fast["version"],
+                },
+                PATH_FAST,
+                None,
+            )
+    return _feedparser_xml(body, response_headers), PATH_FEEDPARSER, deferred
+
+
+def _feedparser_xml(body: bytes, response_headers: dict[str, str]) -> dict[str, Any]:
     # A BytesIO, never a str: feedparser treats a str as a URL or a file name.
     parsed = feedparser.parse(
         io.BytesIO(body),

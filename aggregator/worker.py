@@ -1,5 +1,5 @@
-"""What runs where a document is parsed (a parse worker process, or the
-calling thread for a single feed): the parser, then the work each new entry
+"""What runs where a document is parsed (a fetch thread for the fast path, a
+parse worker process for feedparser, or the calling thread): the parser, then the work each new entry
 needs that depends on nothing but the entry itself: its story features
 (cluster.features), so the write transaction only compares and stores.
 
@@ -23,8 +23,9 @@ def parse_for_ingest(
     now: datetime,
     known: Mapping[str, str],
     time_limit: float | None = None,
+    engine: str | None = None,
 ) -> ParsedFeed:
-    parsed = parse_document(body, url, headers, now, known, time_limit=time_limit)
+    parsed = parse_document(body, url, headers, now, known, time_limit=time_limit, engine=engine)
     for entry in parsed.entries:
         if not entry.unchanged:
             entry.story_features = features(entry.title, entry.text, entry.language).to_json()

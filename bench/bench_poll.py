@@ -278,6 +278,10 @@ class Tool:
         """The tool's own summary of the phase, and what is wrong with it."""
         raise NotImplementedError
 
+    def env(self) -> dict[str, str]:
+        """Environment variables of this tool's process, besides the common ones."""
+        return {}
+
 
 def _json_summary(measured: Measured) -> dict[str, Any]:
     lines = measured.stdout.strip().splitlines()
@@ -372,6 +376,17 @@ class OursPg(Ours):
         return total
 
 
+class OursFeedparser(Ours):
+    """Ours with the fast parse path turned off: every document goes to
+    feedparser in the parse processes, as before issue 15."""
+
+    name = "ours-fp"
+    label = "aggregator, feedparser only"
+
+    def env(self) -> dict[str, str]:
+        return {"AGGREGATOR_PARSE_ENGINE": "feedparser"}
+
+
 class Baseline(Tool):
     name = "baseline"
     label = "requests+feedparser"
@@ -444,6 +459,18 @@ class Sample:
     server_cpu: float = 0.0  # CPU seconds of a database server outside the tool's tree (ours-pg)
 
 
+NOT_MEASURED: set[int] = set()  # our own helper processes (the CPU burner): not part of any tool's tree
+
+
+def burn_one_core() -> subprocess.Popen[bytes]:
+    """A process that keeps one core (CPU 0) busy, for the "one core busy"
+    measurements: the tools then share the other core, and this one with it."""
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                              preexec_fn=lambda: os.sched_setaffinity(0, {0}))  # fmt: skip
+    NOT_MEASURED.add(burner.pid)
+    return burner
+
+
 def child_env(pycache: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -478,7 +505,8 @@ def run_phase(tool: Tool, phase: str, run: int, size: str, expect: Expect, workd
     farm_process = psutil.Process(farm.pid)
     farm_cpu = sum(farm_process.cpu_times()[:2])
     server_cpu = tool.server_cpu()
-    measured = run_measured(tool.command(phase, workdir, farm), workdir, env, {farm.pid}, interval)
+    measured = run_measured(tool.command(phase, workdir, farm), workdir, {**env, **tool.env()},
+                            {farm.pid, *NOT_MEASURED}, interval)
     server_cpu = tool.server_cpu() - server_cpu
     # The farm shares the cores with the tool: its CPU shows whether it could have been the bottleneck.
     farm_cpu = sum(farm_process.cpu_times()[:2]) - farm_cpu
@@ -638,6 +666,10 @@ def render_markdown(samples: list[Sample], farms: dict[str, dict[str, Any]], too
         "the largest process; procs = most processes at once. ×baseline / ×reader = this figure divided by the "
         "baseline's / reader's (below 1 is better)."
     )
+    if args.burn_core:
+        machine_line += "; **one core busy**: a spinning process pinned to CPU 0 ran throughout"
+    if any(tool.name == "ours-fp" for tool in tools):
+        tools_line += "; **ours-fp** = ours with `AGGREGATOR_PARSE_ENGINE=feedparser` (every document to feedparser)"
     out = ["# Poll benchmark", "", machine_line, f"- Code: aggregator at commit {info['commit']}", versions_line,
            tools_line, farm_line, method_line, ""]
     ref_names = ["baseline"] + ([peer] if peer else [])
@@ -726,7 +758,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peer", choices=("reader",), help="also run this peer (reader: lemon24/reader 3.26)")
     parser.add_argument("--postgres", action="store_true",
                         help="also run ours on PostgreSQL (a throwaway server, a fresh database per run)")
-    parser.add_argument("--tools", default="ours,baseline", help="comma-separated subset of ours,baseline (default: %(default)s)")
+    parser.add_argument("--tools", default="ours,baseline",
+                        help="comma-separated subset of ours,ours-fp,baseline (default: %(default)s); ours-fp = "
+                             "ours with AGGREGATOR_PARSE_ENGINE=feedparser (no fast parse path)")
+    parser.add_argument("--burn-core", action="store_true",
+                        help="keep one core (CPU 0) busy with a spinning process for the whole benchmark")
     parser.add_argument("--ours-polling", action="append", default=[], metavar="KEY=VALUE",
                         help="a polling: setting for our tool, e.g. parse_workers=1 (repeatable)")
     parser.add_argument("--seed", type=int, default=1, help="feed farm seed")
@@ -758,7 +794,8 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace, cluster: Any) -> int:
     become_subreaper()
     polling = dict(item.split("=", 1) for item in args.ours_polling)
-    registry: dict[str, Callable[[], Tool]] = {"ours": lambda: Ours(polling), "baseline": Baseline}
+    registry: dict[str, Callable[[], Tool]] = {"ours": lambda: Ours(polling), "ours-fp": lambda: OursFeedparser(polling),
+                                               "baseline": Baseline}
     tools = [registry[name.strip()]() for name in args.tools.split(",") if name.strip()]
     if cluster is not None:
         tools.insert(next((i + 1 for i, t in enumerate(tools) if t.name == "ours"), 0), OursPg(polling, cluster))
@@ -777,6 +814,7 @@ def _main(args: argparse.Namespace, cluster: Any) -> int:
     env = child_env(base / "pycache")
     samples: list[Sample] = []
     farms: dict[str, dict[str, Any]] = {}
+    burner = burn_one_core() if args.burn_core else None
     try:
         warm_up(tools, args, base / "warm-up", env, log)
         for feeds, entries in iter_sizes(args.sizes):
@@ -784,6 +822,9 @@ def _main(args: argparse.Namespace, cluster: Any) -> int:
             samples += got
             farms[f"{feeds}x{entries}"] = farm_info
     finally:
+        if burner is not None:
+            burner.kill()
+            burner.wait()
         if not args.keep and args.workdir is None:
             shutil.rmtree(base, ignore_errors=True)
     info["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
