@@ -259,6 +259,7 @@ def feed_changes(
         visible=(title, site_url, url) != (feed.title, feed.site_url, feed.url) or status is not None,
         host_wait_until=host_wait,
         last_counts=_dropped(counts, parsed) if parsed is not None else None,
+        parse_path=parsed.parse_path or None if parsed is not None else None,
     )
 
 
@@ -435,6 +436,7 @@ class Poller:
                     body_hash = None
                 report.parse_seconds = time.monotonic() - parse_started
                 report.warning = parsed.warning if parsed is not None else None
+                report.parse_path = parsed.parse_path if parsed is not None else None
         if self.aborted.is_set():  # shutdown gave up on this poll while it parsed: write nothing
             return PollReport(feed.id, feed.url, fetch.outcome, error="abandoned at shutdown")
         shown = self._write(feed, fetch, parsed, body_hash, report, now)

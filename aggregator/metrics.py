@@ -27,6 +27,12 @@ class Metrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30),
         )
+        self.documents_parsed = Counter(
+            "aggregator_documents_parsed",
+            "Feed documents parsed, by the reader that parsed them (fast, feedparser, json)",
+            ["path"],
+            registry=r,
+        )
         self.feeds_due = Gauge("aggregator_feeds_due", "Active feeds whose next poll time has come", registry=r)
         self.feeds_failing = Gauge("aggregator_feeds_failing", "Active feeds whose last poll failed", registry=r)
         self.feeds_active = Gauge("aggregator_feeds_active", "Feeds being polled", registry=r)
@@ -48,6 +54,8 @@ class Metrics:
         self.fetch_seconds.observe(report.fetch_seconds)
         if report.parse_seconds:
             self.parse_seconds.observe(report.parse_seconds)
+        if report.parse_path:
+            self.documents_parsed.labels(path=report.parse_path).inc()
         counts = report.counts
         for result, n in (
             ("new", counts.new - counts.duplicates),

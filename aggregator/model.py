@@ -146,6 +146,7 @@ class FeedState:
     full_text: bool = False
     backfill: int | None = None
     last_counts: dict[str, int] = field(default_factory=dict)  # what its last parsed poll dropped or held
+    parse_path: str | None = None  # which reader parsed its last document: "fast", "feedparser" or "json"
 
     @property
     def display_title(self) -> str:
@@ -186,6 +187,7 @@ class FeedPollUpdate:
     visible: bool  # the change shows in the outputs (title, site link, URL, gone)
     host_wait_until: datetime | None = None  # a 429's Retry-After: every feed of the server waits, on every poller
     last_counts: str | None = None  # what the poll dropped or held (JSON: capped, folded per rule, backfilled)
+    parse_path: str | None = None  # the reader that parsed its document (parse.PATH_*); None: not parsed
 
 
 # --- fetch ------------------------------------------------------------------
@@ -371,6 +373,7 @@ class PollReport:
     parse_seconds: float = 0.0
     next_poll_at: datetime | None = None
     warning: str | None = None  # the document parsed, with problems (feedparser's bozo)
+    parse_path: str | None = None  # which reader parsed the document (parse.PATH_*), when one was parsed
 
 
 # --- publish -------------------------------------------------------------------

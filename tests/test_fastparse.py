@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import random
+import re
 import dataclasses
 import gzip
 import time
@@ -361,3 +362,35 @@ def test_the_fast_date_reading_is_feedparsers() -> None:
     samples += ["Mon, 01 Jun 2026 10:00:00 +0000", "2026-06-01T10:00:00Z", "", "  ", "1 Jun 2026 10:00:00 GMT"]
     for text in samples:
         assert fastparse.parse_date(text) == _parse_date(text), text
+
+
+def test_each_feed_and_the_metrics_say_which_reader_parsed_it(ws: Any, server: Any, daemons: list[Any]) -> None:
+    """The choice is per document and recorded: `feeds list --json` names the
+    reader of each feed's last document, /metrics counts documents per reader."""
+    import json
+
+    from tests.conftest import run_cli
+    from tests.daemon import Daemon
+
+    clean = server.add("/clean", rss([story(1)]))
+    entity = server.add("/entity", rss([story(2, site="http://b.example")]).replace("<title>Story 2", "<title>&eacute; 2"))
+    as_json = server.add("/json", jsonfeed([story(3, site="http://c.example")]))
+    ws.feeds([clean, entity, as_json])
+    daemon = Daemon(ws, interval="1h")
+    daemons.append(daemon)
+    daemon.start()
+
+    def parsed() -> int:
+        counts = re.findall(r'^aggregator_documents_parsed_total\{path="\w+"\} (\S+)$', daemon.get("/metrics")[1].decode(), re.M)
+        return sum(int(float(n)) for n in counts)
+
+    daemon.wait_until(lambda: parsed() == 3, 15, "three documents parsed")
+    metrics = daemon.get("/metrics")[1].decode()
+    assert 'aggregator_documents_parsed_total{path="json"} 1.0' in metrics
+    assert 'aggregator_documents_parsed_total{path="fast"} 1.0' in metrics
+    assert 'aggregator_documents_parsed_total{path="feedparser"} 1.0' in metrics  # an undeclared entity
+    assert daemon.stop() == 0
+    rows = [json.loads(line) for line in run_cli("feeds", "list", "--json", "--config", str(ws.config_path),
+                                                 check=True).stdout.splitlines()]  # fmt: skip
+    paths = {row["url"]: row["parse_path"] for row in rows}
+    assert paths == {clean: PATH_FAST, entity: PATH_FEEDPARSER, as_json: PATH_JSON}

@@ -60,6 +60,7 @@ def feed_json(feed: FeedState) -> dict[str, Any]:
         "last_error": feed.last_error,
         "redirect_url": feed.redirect_url,
         "last_poll_counts": feed.last_counts,
+        "parse_path": feed.parse_path,
     }
 
 

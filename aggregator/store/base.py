@@ -242,6 +242,7 @@ def feed_from_row(r: Row) -> FeedState:
         full_text=bool(r["full_text"]),
         backfill=r["backfill"],
         last_counts=json.loads(r["last_counts"] or "{}"),
+        parse_path=r["parse_path"],
     )
 
 

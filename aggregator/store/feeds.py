@@ -171,6 +171,7 @@ class FeedsMixin(StoreBase):
             " redirect_url = ?, redirect_seen = ?, status = COALESCE(?, status), title = ?, site_url = ?,"
             " self_url = ?, language = ?, updated_at = ?, ttl = ?, publish_interval = ?, last_parsed_at = ?,"
             " last_new_at = ?, host = COALESCE(?, host), last_counts = COALESCE(?, last_counts),"
+            " parse_path = COALESCE(?, parse_path),"
             " lease_owner = NULL, lease_until = NULL"
             " WHERE id = ? AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)",
             (
@@ -178,7 +179,7 @@ class FeedsMixin(StoreBase):
                 u.last_modified, u.body_hash, iso_ms(u.next_poll_at), iso_ms(u.retry_after), u.url, u.redirect_url,
                 u.redirect_seen, u.status.value if u.status else None, u.title, u.site_url, u.self_url, u.language,
                 iso(u.updated_at), u.ttl, u.publish_interval, iso(u.last_parsed_at), iso(u.last_new_at),
-                host_of(u.url) if u.url else None, u.last_counts, feed_id, node, iso_ms(u.last_fetch_at),
+                host_of(u.url) if u.url else None, u.last_counts, u.parse_path, feed_id, node, iso_ms(u.last_fetch_at),
             ),
         )  # fmt: skip
         if cur.rowcount == 0 and conn.execute("SELECT 1 FROM feeds WHERE id = ?", (feed_id,)).fetchone():
