@@ -167,10 +167,13 @@ def test_nodes_starting_together_migrate_once(postgres: Any) -> None:
         assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == 1
 
 
-def test_different_feeds_on_two_nodes_do_not_flap(ws: Workspace, server: FeedServer, tmp_path: Path) -> None:
+def test_different_feeds_on_two_nodes_do_not_flap(ws: Workspace, server: FeedServer, tmp_path: Path,
+                                                   daemons: list[Daemon]) -> None:
     a, b = server.add("/a", rss([story(1)])), server.add("/b", rss([story(2, site="http://b.example")]))
     ws.feeds([a, b])
-    run_cli("feeds", "list", "--config", str(ws.config_path), check=True)
+    node = Daemon(ws, interval="1h")  # a running node lists a and b (a command that ends is no node)
+    daemons.append(node)  # stopped by the fixture whatever happens
+    node.start()
     (tmp_path / "other").mkdir()
     other = Workspace(tmp_path / "other")
     other.settings = {**ws.settings}
@@ -180,6 +183,7 @@ def test_different_feeds_on_two_nodes_do_not_flap(ws: Workspace, server: FeedSer
     listed = {json.loads(line)["url"]: json.loads(line)["status"] for line in proc.stdout.splitlines()}
     assert listed == {a: "active", b: "active"}  # b is still listed by a live node: not unsubscribed
     assert "lists other feeds than this one" in proc.stderr
+    assert node.stop() == 0
 
 
 def test_db_copy_both_ways_keeps_what_subscribers_see(ws: Workspace, server: FeedServer, tmp_path: Path,
