@@ -45,6 +45,7 @@ import argparse
 import email.utils
 import errno
 import gzip
+import itertools
 import json
 import os
 import random
@@ -57,11 +58,12 @@ import time
 import urllib.request
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 NEW_PER_BUMP = 2
@@ -70,30 +72,7 @@ NEW_PER_BUMP = 2
 # Plain news-like words, so that text-processing costs (sanitising, hashing,
 # full-text indexing) resemble real feeds more than random letters would.
 
-WORDS = """
-the of and to in a is that for on with as was at by from it be are have has
-said will not but an they this after more than about over new their who been
-its into year two first last would government people could also up out which
-one what there million percent when minister city state report country police
-week court health says market company told time officials may years world
-according national since public plan during before three election many while
-most against under some between other former economy bank prices energy water
-school children workers union talks deal security council president leaders
-military forces border attack peace vote party campaign support tax budget
-spending rates inflation growth trade exports industry jobs climate weather
-storm flood fire heat season record team match league final coach players
-goal win loss fans stadium film music festival artist museum book series
-science study researchers data space mission launch technology software users
-phone internet privacy rules law judge trial case investigation evidence
-hospital patients doctors vaccine disease outbreak treatment drug research
-university students teachers housing rent homes construction transport rail
-airport flights road traffic electric cars battery power grid solar wind oil
-gas coal emissions target agreement summit meeting statement spokesperson
-announced expected reported confirmed denied warned called urged promised
-agreed rejected approved delayed cancelled opened closed reached raised cut
-local regional federal european global major small early late high low strong
-weak long short key main final official public private local foreign
-""".split()
+WORDS = ["the", "of", "and", "to", "in", "a", "is", "that", "for", "on", "with", "as", "was", "at", "by", "from", "it", "be", "are", "have", "has", "said", "will", "not", "but", "an", "they", "this", "after", "more", "than", "about", "over", "new", "their", "who", "been", "its", "into", "year", "two", "first", "last", "would", "government", "people", "could", "also", "up", "out", "which", "one", "what", "there", "million", "percent", "when", "minister", "city", "state", "report", "country", "police", "week", "court", "health", "says", "market", "company", "told", "time", "officials", "may", "years", "world", "according", "national", "since", "public", "plan", "during", "before", "three", "election", "many", "while", "most", "against", "under", "some", "between", "other", "former", "economy", "bank", "prices", "energy", "water", "school", "children", "workers", "union", "talks", "deal", "security", "council", "president", "leaders", "military", "forces", "border", "attack", "peace", "vote", "party", "campaign", "support", "tax", "budget", "spending", "rates", "inflation", "growth", "trade", "exports", "industry", "jobs", "climate", "weather", "storm", "flood", "fire", "heat", "season", "record", "team", "match", "league", "final", "coach", "players", "goal", "win", "loss", "fans", "stadium", "film", "music", "festival", "artist", "museum", "book", "series", "science", "study", "researchers", "data", "space", "mission", "launch", "technology", "software", "users", "phone", "internet", "privacy", "rules", "law", "judge", "trial", "case", "investigation", "evidence", "hospital", "patients", "doctors", "vaccine", "disease", "outbreak", "treatment", "drug", "research", "university", "students", "teachers", "housing", "rent", "homes", "construction", "transport", "rail", "airport", "flights", "road", "traffic", "electric", "cars", "battery", "power", "grid", "solar", "wind", "oil", "gas", "coal", "emissions", "target", "agreement", "summit", "meeting", "statement", "spokesperson", "announced", "expected", "reported", "confirmed", "denied", "warned", "called", "urged", "promised", "agreed", "rejected", "approved", "delayed", "cancelled", "opened", "closed", "reached", "raised", "cut", "local", "regional", "federal", "european", "global", "major", "small", "early", "late", "high", "low", "strong", "weak", "long", "short", "key", "main", "final", "official", "public", "private", "local", "foreign"]
 SECTIONS = ["world", "politics", "business", "technology", "science", "health", "sport", "culture", "climate", "local"]
 CATEGORIES = ["World", "Politics", "Business", "Economy", "Technology", "Science", "Health", "Sport", "Culture",
               "Climate", "Europe", "Asia", "Americas", "Africa", "Opinion", "Analysis", "Markets", "Elections"]
@@ -107,8 +86,29 @@ def _words(rng: random.Random, low: int, high: int) -> list[str]:
     return [rng.choice(WORDS) for _ in range(rng.randint(low, high))]
 
 
-def _sentence(rng: random.Random) -> str:
-    words = _words(rng, 8, 22)
+class Vocabulary:
+    """The words of entries' titles and text. size 0: the ~230 common words
+    above, drawn uniformly (every feed talks of everything: the worst case
+    for story clustering, whose index keys are then all common). size N:
+    those words followed by made-up ones up to N, drawn by Zipf's law as
+    real news text is (a few words everywhere, most words rare)."""
+
+    def __init__(self, size: int = 0):
+        self.size = size
+        syllables = ("ka", "lo", "mi", "su", "te", "ra", "no", "vi", "de", "pa", "gu", "ze", "bo", "ti", "ha")
+        endings = ("n", "r", "s", "l", "m", "x", "t", "v")
+        made_up = (a + b + c + d for a in syllables for b in syllables for c in syllables for d in endings)
+        self.words = [*WORDS, *itertools.islice(made_up, max(0, size - len(WORDS)))][:size] if size else WORDS
+        self.cum = list(itertools.accumulate(1 / (rank + 1) for rank in range(len(self.words))))
+
+    def draw(self, rng: random.Random, low: int, high: int) -> list[str]:
+        if not self.size:
+            return _words(rng, low, high)
+        return rng.choices(self.words, cum_weights=self.cum, k=rng.randint(low, high))
+
+
+def _sentence(rng: random.Random, vocabulary: Vocabulary | None = None) -> str:
+    words = vocabulary.draw(rng, 8, 22) if vocabulary else _words(rng, 8, 22)
     words[0] = words[0].capitalize()
     return " ".join(words) + rng.choice(".....?!")
 
@@ -124,6 +124,7 @@ class FarmSpec:
     hosts: int = 20
     atom_every: int = 5  # every atom_every-th feed is Atom, the rest RSS 2.0
     epoch: int = 0  # unix time the initial top entries lead up to (0: now, rounded)
+    vocabulary: int = 0  # words of entries' text (Vocabulary): 0 the common words only, N a Zipf long tail
 
     def host(self, index: int) -> str:
         return f"127.0.0.{1 + index % self.hosts}"
@@ -155,7 +156,7 @@ def _http_date(ts: float) -> str:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class FeedModel:
@@ -182,6 +183,7 @@ class FeedModel:
         self.relative_links = rng.random() < 0.3
         self._items: dict[int, str] = {}
         self._lock = threading.Lock()
+        self.vocabulary = Vocabulary(spec.vocabulary)
 
     def entry_time(self, seq: int) -> int:
         jitter = random.Random(f"{self.spec.seed}:time:{self.index}:{seq}").randint(0, self.step // 2)
@@ -197,13 +199,13 @@ class FeedModel:
     def _render_item(self, seq: int) -> str:
         rng = random.Random(f"{self.spec.seed}:entry:{self.index}:{seq}")
         ts = self.entry_time(seq)
-        title_words = _words(rng, 6, 12)
+        title_words = self.vocabulary.draw(rng, 6, 12)
         title = " ".join(title_words).capitalize()
         if rng.random() < 0.1:
             title += " & " + rng.choice(WORDS)  # an entity to decode
         slug = "-".join(title_words[:6])
         section = rng.choice(SECTIONS)
-        day = datetime.fromtimestamp(ts, timezone.utc)
+        day = datetime.fromtimestamp(ts, UTC)
         link = f"{self.site}/{section}/{day:%Y/%m}/{slug}-{seq}.html"
         if self.tracking:
             link += "?utm_source=rss&utm_medium=feed&utm_campaign=" + section
@@ -227,7 +229,7 @@ class FeedModel:
         parts = [f'<p><img src="{image}" alt="{" ".join(_words(rng, 3, 6))}" width="640" height="360"></p>']
         size = len(parts[0])
         while size < target:
-            sentences = [_sentence(rng) for _ in range(rng.randint(2, 4))]
+            sentences = [_sentence(rng, self.vocabulary) for _ in range(rng.randint(2, 4))]
             if rng.random() < 0.6:
                 anchor = " ".join(_words(rng, 2, 4))
                 if self.relative_links and rng.random() < 0.5:
@@ -442,7 +444,7 @@ def _strip_weak(tag: str) -> str:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive by default; every response has a length
     disable_nagle_algorithm = True  # head and body are separate writes: no Nagle/delayed-ACK stalls
-    server: "_Server"
+    server: _Server
 
     def setup(self) -> None:
         super().setup()
@@ -657,6 +659,8 @@ class FarmProcess:
             cmd.append("--log-requests")
         if spec.epoch:
             cmd += ["--epoch", str(spec.epoch)]
+        if spec.vocabulary:
+            cmd += ["--vocabulary", str(spec.vocabulary)]
         root = Path(__file__).resolve().parent.parent
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
         self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
@@ -694,7 +698,7 @@ class FarmProcess:
                 self.process.kill()
                 self.process.wait()
 
-    def __enter__(self) -> "FarmProcess":
+    def __enter__(self) -> FarmProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -718,6 +722,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--hosts", type=int, default=20, help="loopback addresses 127.0.0.1 .. 127.0.0.<hosts>")
     s.add_argument("--port", type=int, default=0, help="port on every address (0: pick a free one)")
     s.add_argument("--epoch", type=int, default=0, help="unix time of the newest initial entries (0: now - 6h)")
+    s.add_argument("--vocabulary", type=int, default=0,
+                   help="words of the entries' text: 0 the ~230 common ones, N a Zipf long tail of N (real news)")
     s.add_argument("--out", type=Path, help="write feeds.yaml, urls.txt and farm.json here")
     s.add_argument("--log-requests", action="store_true", help="keep every feed request's times (GET /_requests)")
     for name in ("bump", "reset", "stats"):
@@ -725,7 +731,8 @@ def main(argv: list[str] | None = None) -> None:
         c.add_argument("--control", required=True, help="the URL printed after READY")
     args = parser.parse_args(argv)
     if args.command == "serve":
-        spec = FarmSpec(feeds=args.feeds, entries=args.entries, seed=args.seed, hosts=args.hosts, epoch=args.epoch)
+        spec = FarmSpec(feeds=args.feeds, entries=args.entries, seed=args.seed, hosts=args.hosts, epoch=args.epoch,
+                        vocabulary=args.vocabulary)
         serve(spec, args.port, args.out, args.log_requests)
         return
     client = FarmClient(args.control)

@@ -98,7 +98,8 @@ def check(doc_id: str, body: bytes, url: str, headers: dict[str, str] | None = N
 
 # --- the real-world corpus ---------------------------------------------------------------
 
-CORPUS_FILES = sorted(p for p in CORPUS.iterdir() if p.name not in ("MANIFEST.tsv", "README.md"))
+# Empty in a plain clone: the tests that read these are marked corpus and deselected there.
+CORPUS_FILES = sorted(p for p in CORPUS.iterdir() if p.name not in ("MANIFEST.tsv", "README.md")) if CORPUS else []
 
 
 def corpus_body(path: Path) -> bytes:
