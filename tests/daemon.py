@@ -24,12 +24,14 @@ FAST_POLLING = {
 
 
 class Daemon:
-    def __init__(self, ws: Workspace, new_session: bool = False, **polling: object):
+    def __init__(self, ws: Workspace, new_session: bool = False, env: dict[str, str] | None = None, **polling: object):
         """``new_session``: the daemon leads a process group of its own, so that
         its processes (parser workers, the forkserver) are known by group id
-        (see ``group``) rather than by what they are called."""
+        (see ``group``) rather than by what they are called. ``env``: more
+        environment variables for it."""
         self.ws = ws
         self.new_session = new_session
+        self.env = env or {}
         self.port = free_port()
         ws.write_config(http={"port": self.port, "base_url": f"http://127.0.0.1:{self.port}/"},
                         polling={**FAST_POLLING, **polling}, output={"debounce": "0.3s", "dir": "public"})
@@ -39,7 +41,7 @@ class Daemon:
     def start(self, wait: bool = True) -> "Daemon":
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "aggregator", "run", "--config", str(self.ws.config_path)],
-                                     stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                     stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
                                      start_new_session=self.new_session)
         log.close()
         if wait:

@@ -116,8 +116,10 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(ws: Workspace, s
     started = time.monotonic()
     largest_group = 0
     while kills < 22 and time.monotonic() - started < 150:
-        daemon = Daemon(ws, new_session=True, interval="1s", min_interval="1s", dispatch_every="0.2s",
-                        parse_workers=2, workers=6)
+        # Every document to the parser processes (well-formed ones would be read in the fetch
+        # threads): the daemon must have processes that a kill could leave behind.
+        daemon = Daemon(ws, new_session=True, env={"AGGREGATOR_PARSE_ENGINE": "feedparser"}, interval="1s",
+                        min_interval="1s", dispatch_every="0.2s", parse_workers=2, workers=6)
         daemon.start(wait=False)
         time.sleep(rng.uniform(0.4, 2.5))  # not a wait for an event: the kill comes at a random moment
         assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log[-2000:]

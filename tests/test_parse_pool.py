@@ -114,7 +114,8 @@ def test_a_document_over_parse_timeout_is_abandoned_and_the_next_one_parses(ws: 
 
 def test_a_worker_that_dies_costs_only_its_document() -> None:
     before = descendants()
-    pool = ParsePool(workers=1, timeout=60, recycle=200)
+    # Every document to the worker (a well-formed one would be read by the fast path in this thread).
+    pool = ParsePool(workers=1, timeout=60, recycle=200, inline_fast=False)
     try:
         assert parse(pool, SMALL).entries  # the worker is up
         [worker] = workers(before)
@@ -149,6 +150,7 @@ def test_workers_are_replaced_after_parse_recycle_documents(tmp_path: Path, recy
     before = descendants()
     pool = make_parser(load_config(config), 2)
     assert pool.recycle == recycle and pool.workers == 1
+    pool.inline_fast = False  # every document to the workers, which this test is about
 
     def the_worker(other_than: int | None = None) -> int:
         """The one live worker (not ``other_than``), once there is exactly one."""
