@@ -235,6 +235,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture(autouse=True)
+def leftover_daemons() -> Iterator[None]:
+    """A daemon a failing test left running is killed when the test ends (it
+    would go on polling and using a core for the rest of the session)."""
+    from tests.daemon import STARTED
+
+    yield
+    while STARTED:
+        STARTED.pop().kill()
+
+
 @pytest.fixture
 def daemons() -> "Iterator[list]":
     """Daemons a test starts (tests.daemon.Daemon); killed if still running at the end."""

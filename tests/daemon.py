@@ -23,6 +23,10 @@ FAST_POLLING = {
 }
 
 
+# Every daemon a test started; conftest kills those still running when the test ends.
+STARTED: list["Daemon"] = []
+
+
 class Daemon:
     def __init__(self, ws: Workspace, new_session: bool = False, env: dict[str, str] | None = None, **polling: object):
         """``new_session``: the daemon leads a process group of its own, so that
@@ -39,6 +43,7 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait: bool = True) -> "Daemon":
+        STARTED.append(self)  # killed after the test by conftest's leftover_daemons, whatever happens
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "aggregator", "run", "--config", str(self.ws.config_path)],
                                      stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},

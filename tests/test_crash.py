@@ -105,7 +105,8 @@ def wait_for_no_orphans(daemon: Daemon) -> None:
 
 
 @pytest.mark.sqlite_only
-def test_sigkill_at_random_moments_loses_and_duplicates_nothing(ws: Workspace, server: FeedServer) -> None:
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(ws: Workspace, server: FeedServer,
+                                                                daemons: list[Daemon]) -> None:
     farm = GrowingFarm(server, feeds=24, entries=40)
     ws.feeds([farm.url(f) for f in range(24)])
     ws.write_config(stories={"enabled": True})  # story decisions are part of each killed transaction
@@ -138,6 +139,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(ws: Workspace, s
     # One last clean run: stop the growth, let every feed be polled, stop.
     farm.growing = False
     final = Daemon(ws, interval="1s", min_interval="1s", dispatch_every="0.2s")
+    daemons.append(final)  # killed by the fixture if this test fails before it stops
     final.start()
     mark = time.monotonic()
     final.wait_until(lambda: all(any(r.at > mark + 1.5 for r in server.requests_for(f"/feed{f}")) for f in range(24)),
