@@ -29,7 +29,7 @@ import html5lib
 import psutil
 
 from tests.conftest import Workspace, run_cli
-from tests.daemon import Daemon
+from tests.daemon import STARTED, Daemon
 from tests.fixture_server import FeedServer, Handler
 
 KB = 1000
@@ -593,6 +593,7 @@ class LimitedDaemon(Daemon):
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
+        STARTED.append(self)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aggregator", "run", "--config", str(self.ws.config_path)],
