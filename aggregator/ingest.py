@@ -658,7 +658,10 @@ class _StoryDesk:
             profile = self._profiles([insert.duplicate_story]).get(insert.duplicate_story)
             joined = cluster.join_profile(profile, newcomer, self.settings) if profile and newcomer else None
             return self._joined(insert.duplicate_story, "same-url", 1.0, joined, keys, ())
-        if newcomer is None or not self.clustering:
+        if newcomer is None or not self.clustering or insert.held is not None:
+            # A held article (a new feed's backfill, or older than retention) never reaches an
+            # output: it is its own story and is not indexed, so no later article joins it. This
+            # is most of a new feed's first poll, and comparing it would be most of that poll's time.
             return FIRST_OF_STORY
         window = timedelta(seconds=self.settings.window)
         rows = self.tx.story_index_rows(

@@ -215,3 +215,20 @@ def test_the_story_index_names_the_stories_of_a_key_unless_too_many_articles_car
     assert listed["nowhere"] == []
     assert common == {"erbil": None}  # 30 > 29: too common to name candidates
     assert narrow["erbil"] is not None and len(narrow["erbil"]) == 8  # the window bounds it: 0-42 minutes ago
+
+
+def test_a_new_feeds_held_backfill_is_neither_compared_nor_joined(ws: Workspace, server: FeedServer) -> None:
+    """Held articles never reach an output: each stays its own story, out of
+    the story index, so a later outlet's report joins nothing invisible."""
+    ws.write_config(stories={"enabled": True}, output={"backfill": 1})
+    a = server.add("/a", rss(_items(0, "https://rudaw.example"), title="Outlet A"))
+    b = server.add("/b", rss(_items(1, "https://k24.example"), title="Outlet B"))
+    ws.feeds([a, b])
+    ws.poll_url(a)
+    ws.poll_url(b)
+    rows = ws.store._read("SELECT seq, held, story_id, id FROM articles ORDER BY seq")
+    held = [r for r in rows if r["held"]]
+    assert len(held) == len(rows) - 2  # one article of each feed's first poll is shown
+    assert all(r["story_id"] == r["id"] for r in held)  # each its own story
+    indexed = {r[0] for r in ws.store._read("SELECT DISTINCT seq FROM story_index")}
+    assert indexed == {r["seq"] for r in rows if not r["held"]}
