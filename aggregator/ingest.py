@@ -116,7 +116,15 @@ class ParsePool:
         """Whether worker processes were started (some document needed feedparser)."""
         return self._pool is not None
 
-    def parse(self, body: bytes, url: str, headers: dict[str, str], now: datetime, known: dict[str, str]) -> ParsedFeed:
+    def parse(
+        self,
+        body: bytes,
+        url: str,
+        headers: dict[str, str],
+        now: datetime,
+        known: dict[str, str],
+        features_for: int | None = None,
+    ) -> ParsedFeed:
         from aggregator import parse as parsing  # imported only when a body needs parsing
         from aggregator.worker import parse_for_ingest
 
@@ -125,13 +133,18 @@ class ParsePool:
             if self._closed:
                 raise ParseError("the parser pool is shut down")
             try:
-                return parse_for_ingest(body, url, headers, now, known, time_limit=self.timeout, engine="fast")
+                return parse_for_ingest(
+                    body, url, headers, now, known, time_limit=self.timeout, engine="fast", features_for=features_for
+                )
             except parsing.FastPathDeferred as exc:
                 engine, deferred = "feedparser", str(exc)
         import pebble
 
         future = self._started().schedule(
-            parse_for_ingest, args=(body, url, headers, now, known), kwargs={"engine": engine}, timeout=self.timeout
+            parse_for_ingest,
+            args=(body, url, headers, now, known),
+            kwargs={"engine": engine, "features_for": features_for},
+            timeout=self.timeout,
         )
         try:
             parsed: ParsedFeed = future.result()
@@ -167,10 +180,18 @@ class InlineParser:
     def __init__(self, timeout: float | None = None):
         self.timeout = timeout
 
-    def parse(self, body: bytes, url: str, headers: dict[str, str], now: datetime, known: dict[str, str]) -> ParsedFeed:
+    def parse(
+        self,
+        body: bytes,
+        url: str,
+        headers: dict[str, str],
+        now: datetime,
+        known: dict[str, str],
+        features_for: int | None = None,
+    ) -> ParsedFeed:
         from aggregator.worker import parse_for_ingest  # feedparser is imported only when a body needs parsing
 
-        return parse_for_ingest(body, url, headers, now, known, time_limit=self.timeout)
+        return parse_for_ingest(body, url, headers, now, known, time_limit=self.timeout, features_for=features_for)
 
     def close(self) -> None:
         pass
@@ -419,7 +440,12 @@ class Poller:
                 parse_started = time.monotonic()
                 try:
                     parsed = self.parser.parse(
-                        fetch.body, fetch.final_url or feed.url, fetch.headers, now, self.store.known_hashes(feed.id)
+                        fetch.body,
+                        fetch.final_url or feed.url,
+                        fetch.headers,
+                        now,
+                        self.store.known_hashes(feed.id),
+                        features_for=self._backfill(feed),
                     )
                 except ParseError as exc:
                     report.outcome, report.error = Outcome.PARSE_ERROR, str(exc)
@@ -512,7 +538,6 @@ class Poller:
         start = now.replace(microsecond=0)
         if self._fallback_floor is not None and start >= self._fallback_floor:
             start = self._fallback_floor - timedelta(seconds=1)
-        first_poll = feed.last_parsed_at is None
         plan = dedupe.plan(
             feed.id,
             parsed.entries,
@@ -520,7 +545,7 @@ class Poller:
             now,
             self.authority,
             fallback_start=start,
-            backfill=(feed.backfill if feed.backfill is not None else settings.output.backfill) if first_poll else None,
+            backfill=self._backfill(feed),
             expired_before=now - timedelta(days=settings.retention.days),
         )
         if undated:
@@ -531,6 +556,12 @@ class Poller:
             plan.inserts = [replace(i, hidden_by=hide(subject(i.entry, i.entry.text), rules)) for i in plan.inserts]
             plan.updates = [replace(u, hidden_by=hide(subject(u.entry, u.entry.text), rules)) for u in plan.updates]
         return plan
+
+    def _backfill(self, feed: FeedState) -> int | None:
+        """How many entries of this poll may reach the outputs: a new feed's backfill, else None (all)."""
+        if feed.last_parsed_at is not None:
+            return None
+        return feed.backfill if feed.backfill is not None else self.config.settings.output.backfill
 
     def _rules_for(self, feed: FeedState) -> list[filters.RuleSet]:
         settings = self.config.settings
@@ -693,7 +724,11 @@ class _StoryDesk:
     def _features(self, insert: dedupe.Insert) -> cluster.StoryFeatures | None:
         stored = insert.entry.story_features
         if stored is None:
-            return None
+            if insert.held is not None or not self.clustering:
+                return None
+            # Left out where it was parsed (a first poll's older entries), yet shown: computed here.
+            e = insert.entry
+            return cluster.features(e.title, e.text, e.language)
         try:
             return cluster.StoryFeatures.from_json(stored)
         except ValueError:

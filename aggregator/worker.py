@@ -24,9 +24,18 @@ def parse_for_ingest(
     known: Mapping[str, str],
     time_limit: float | None = None,
     engine: str | None = None,
+    features_for: int | None = None,
 ) -> ParsedFeed:
+    """``features_for``: a new feed's first poll publishes only its newest
+    entries (the backfill), and only those are ever compared with other
+    stories: features for the newest ``features_for`` dated entries and every
+    undated one (the store computes any it then misses). None: every entry."""
     parsed = parse_document(body, url, headers, now, known, time_limit=time_limit, engine=engine)
-    for entry in parsed.entries:
-        if not entry.unchanged:
-            entry.story_features = features(entry.title, entry.text, entry.language).to_json()
+    wanted = [e for e in parsed.entries if not e.unchanged]
+    if features_for is not None:
+        dated = [(when, index) for index, e in enumerate(wanted) if (when := e.published_at or e.updated_at)]
+        newest = {index for _, index in sorted(dated, reverse=True)[:features_for]}
+        wanted = [e for index, e in enumerate(wanted) if index in newest or not (e.published_at or e.updated_at)]
+    for entry in wanted:
+        entry.story_features = features(entry.title, entry.text, entry.language).to_json()
     return parsed

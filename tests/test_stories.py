@@ -232,3 +232,19 @@ def test_a_new_feeds_held_backfill_is_neither_compared_nor_joined(ws: Workspace,
     assert all(r["story_id"] == r["id"] for r in held)  # each its own story
     indexed = {r[0] for r in ws.store._read("SELECT DISTINCT seq FROM story_index")}
     assert indexed == {r["seq"] for r in rows if not r["held"]}
+
+
+def test_a_first_poll_computes_story_features_only_for_what_it_may_show() -> None:
+    """Where the document is parsed: features for the newest `features_for`
+    dated entries and every undated one (whatever dedupe then shows but was
+    left out is computed in the transaction, see the test above)."""
+    from aggregator.worker import parse_for_ingest
+
+    items = [Item(title=f"Story {n} about the harbour", link=f"https://a.example/{n}", date=_date(n)) for n in range(4)]
+    items.append(Item(title="Undated story about the harbour", link="https://a.example/undated"))
+    body = rss(items).encode()
+    parsed = parse_for_ingest(body, "https://a.example/feed", {}, NOW, {}, features_for=2)
+    with_features = {e.title for e in parsed.entries if e.story_features}
+    assert with_features == {"Story 0 about the harbour", "Story 1 about the harbour", "Undated story about the harbour"}
+    every = parse_for_ingest(body, "https://a.example/feed", {}, NOW, {})
+    assert all(e.story_features for e in every.entries)
