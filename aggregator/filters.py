@@ -71,6 +71,25 @@ class RuleSet:
     def __bool__(self) -> bool:
         return bool(self.block or self.keep)
 
+    @functools.cached_property
+    def block_regex(self) -> dict[str, Any]:
+        """Per field, one RE2 pattern that matches where any of the field's
+        block patterns does (an alternation, still linear): one search per
+        field tells whether any of them can hide an article, instead of one
+        per rule. Fields whose patterns do not combine are left out."""
+        by_field: dict[str, list[str]] = {}
+        for matcher in self.block:
+            if matcher.regex is not None:
+                by_field.setdefault(matcher.field, []).append(matcher.pattern[3:])
+        combined = {}
+        for name, patterns in by_field.items():
+            if len(patterns) > 1:
+                try:
+                    combined[name] = _compile("|".join(f"(?:{p})" for p in patterns), 64 << 20)
+                except ValueError:
+                    continue  # too big together: each pattern is searched alone
+        return combined
+
 
 @dataclass(frozen=True)
 class Subject:
@@ -137,21 +156,28 @@ def _one(name: str, pattern: str) -> Matcher:
     if not pattern or len(pattern) > MAX_PATTERN:
         raise ValueError(f"{name}: expected 1 to {MAX_PATTERN} characters, got {len(pattern)}")
     if pattern.startswith("re:"):
-        re2 = _re2()
-        options = re2.Options()
-        options.log_errors = False
-        options.case_sensitive = False
-        options.max_mem = 8 << 20  # a pattern compiling to a huge automaton is refused, not built
         try:
-            compiled = re2.compile(pattern[3:], options)
-        except re2.error as exc:
-            detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-            raise ValueError(f"{name}: invalid regular expression {pattern!r}: {detail}") from None
+            compiled = _compile(pattern[3:], 8 << 20)  # a pattern compiling to a huge automaton is refused
+        except ValueError as exc:
+            raise ValueError(f"{name}: invalid regular expression {pattern!r}: {exc}") from None
         return Matcher(name, pattern, regex=compiled)
     phrase = words(pattern)
     if not phrase:
         raise ValueError(f"{name}: {pattern!r} has no words to match (use re: for punctuation)")
     return Matcher(name, pattern, phrase=phrase)
+
+
+def _compile(pattern: str, max_mem: int) -> Any:
+    """An RE2 pattern, case-insensitive; ValueError saying why it cannot be."""
+    re2 = _re2()
+    options = re2.Options()
+    options.log_errors = False
+    options.case_sensitive = False
+    options.max_mem = max_mem
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        raise ValueError(exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)) from None
 
 
 def compile_rules(raw: Any, scope: str) -> RuleSet:
@@ -189,6 +215,7 @@ class _Prepared:
     def __init__(self, subject: Subject):
         self.subject = subject
         self._words: dict[str, list[tuple[str, ...]]] = {}
+        self._sets: dict[str, frozenset[str]] = {}
 
     def texts(self, name: str) -> list[str]:
         s = self.subject
@@ -201,16 +228,20 @@ class _Prepared:
             self._words[name] = [words(t) for t in self.texts(name)]
         return self._words[name]
 
+    def word_set(self, name: str) -> frozenset[str]:
+        """Every word of the field: a one-word rule is a set lookup."""
+        if name not in self._sets:
+            self._sets[name] = frozenset(token for tokens in self.words(name) for token in tokens)
+        return self._sets[name]
+
 
 def _matches(matcher: Matcher, prepared: _Prepared) -> bool:
     if matcher.regex is not None:
         return any(matcher.regex.search(text) is not None for text in prepared.texts(matcher.field))
     phrase = matcher.phrase
+    if len(phrase) == 1:
+        return phrase[0] in prepared.word_set(matcher.field)
     for tokens in prepared.words(matcher.field):
-        if len(phrase) == 1:
-            if phrase[0] in tokens:
-                return True
-            continue
         first = phrase[0]
         for start, token in enumerate(tokens):
             if token == first and tokens[start : start + len(phrase)] == phrase:
@@ -222,7 +253,15 @@ def hidden_by(subject: Subject, rule_sets: Iterable[RuleSet]) -> str | None:
     """The rule that hides the article, as people read it, or None."""
     prepared = _Prepared(subject)
     for rules in rule_sets:
+        # Fields where none of the block patterns can match: their patterns need not be asked one by one.
+        quiet = {
+            name
+            for name, regex in rules.block_regex.items()
+            if not any(regex.search(text) is not None for text in prepared.texts(name))
+        }
         for matcher in rules.block:
+            if matcher.regex is not None and matcher.field in quiet:
+                continue
             if _matches(matcher, prepared):
                 return f"{rules.scope}: block {matcher.describe()}"
         if rules.keep and not any(_matches(m, prepared) for m in rules.keep):

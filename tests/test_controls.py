@@ -291,3 +291,18 @@ def test_the_search_box_answers_over_http_within_limits(ws: Workspace, server: F
         assert "Traceback" not in daemon.log
     finally:
         assert daemon.stop() == 0
+
+
+def test_block_patterns_of_a_field_are_asked_together_first_and_the_first_matching_rule_is_named() -> None:
+    from aggregator.filters import Subject, compile_rules, hidden_by
+
+    rules = compile_rules({"block": [{"title": "re:casino"}, {"text": "re:bett(ing|or)"}, {"text": "re:lotter(y|ies)"},
+                                     {"text": "lottery"}]}, "everything")  # fmt: skip
+    assert set(rules.block_regex) == {"text"}  # one field with several patterns: combined
+    assert hidden_by(Subject("News", "the state lotteries grew"), [rules]) == "everything: block text: re:lotter(y|ies)"
+    assert hidden_by(Subject("News", "betting and a lottery"), [rules]) == "everything: block text: re:bett(ing|or)"
+    assert hidden_by(Subject("Casino news", "nothing"), [rules]) == "everything: block title: re:casino"
+    assert hidden_by(Subject("News", "nothing to see"), [rules]) is None
+    # Groups of their own inside the patterns change nothing.
+    named = compile_rules({"block": [{"text": "re:(?P<w>odds)"}, {"text": "re:(?P<w>stake)"}]}, "everything")
+    assert hidden_by(Subject("News", "a stake in it"), [named]) == "everything: block text: re:(?P<w>stake)"
