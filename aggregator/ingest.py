@@ -553,7 +553,10 @@ class Poller:
         rules = self._rules_for(feed)
         if rules:
             hide, subject = filters.hidden_by, filters.subject_of
-            plan.inserts = [replace(i, hidden_by=hide(subject(i.entry, i.entry.text), rules)) for i in plan.inserts]
+            # A held article never reaches an output whatever the rules say (`filters apply` decides it again).
+            plan.inserts = [
+                i if i.held else replace(i, hidden_by=hide(subject(i.entry, i.entry.text), rules)) for i in plan.inserts
+            ]
             plan.updates = [replace(u, hidden_by=hide(subject(u.entry, u.entry.text), rules)) for u in plan.updates]
         return plan
 
