@@ -68,6 +68,40 @@ _EMAIL_DOMAIN = re.compile(
 )
 
 
+def sync_author_detail(context: Any, key: str, empty: Any) -> None:
+    """feedparser 6.0's _FeedParserMixin._sync_author_detail on a context
+    (the feed, entry or source mapping), with its quadratic e-mail search
+    replaced by find_email; ``empty`` is the detail mapping to start from.
+    Shared by both parse paths, so they fill authors alike."""
+    detail = context.get(f"{key}s", [empty])[-1]
+    if detail:
+        name, email = detail.get("name"), detail.get("email")
+        if name and email:
+            context[key] = f"{name} ({email})"
+        elif name:
+            context[key] = name
+        elif email:
+            context[key] = email
+        return
+    author, email = context.get(key), None
+    if not author:
+        return
+    email = find_email(author)
+    if email:
+        author = author.replace(email, "").replace("()", "").replace("<>", "").replace("&lt;&gt;", "").strip()
+        if author and author[0] == "(":
+            author = author[1:]
+        if author and author[-1] == ")":
+            author = author[:-1]
+        author = author.strip()
+    if author or email:
+        context.setdefault(f"{key}_detail", detail)
+    if author:
+        detail["name"] = author
+    if email:
+        detail["email"] = email
+
+
 def find_email(text: str) -> str | None:
     """The address feedparser's e-mail pattern finds first in text, or None.
     Linear: each '@' is tried once, the local part before it is scanned back
@@ -660,34 +694,7 @@ class _Reader:
 
     def _sync_author_detail(self, key: str = "author") -> None:
         """parse._sync_author_detail (feedparser's, with a linear e-mail search)."""
-        context = self._context()
-        detail = context.get(f"{key}s", [{}])[-1]
-        if detail:
-            name, email = detail.get("name"), detail.get("email")
-            if name and email:
-                context[key] = f"{name} ({email})"
-            elif name:
-                context[key] = name
-            elif email:
-                context[key] = email
-            return
-        author, email = context.get(key), None
-        if not author:
-            return
-        email = find_email(author)
-        if email:
-            author = author.replace(email, "").replace("()", "").replace("<>", "").replace("&lt;&gt;", "").strip()
-            if author and author[0] == "(":
-                author = author[1:]
-            if author and author[-1] == ")":
-                author = author[:-1]
-            author = author.strip()
-        if author or email:
-            context.setdefault(f"{key}_detail", detail)
-        if author:
-            detail["name"] = author
-        if email:
-            detail["email"] = email
+        sync_author_detail(self._context(), key, {})
 
     def _add_tag(self, term: Any, scheme: Any, label: Any) -> None:
         context = self._context()

@@ -34,7 +34,7 @@ from feedparser.datetimes import _parse_date as parse_date_text
 
 from aggregator import fastparse
 from aggregator.dates import parse_feed_date
-from aggregator.fastparse import find_email
+from aggregator.fastparse import sync_author_detail
 from aggregator.model import Author, Enclosure, ParsedEntry, ParsedFeed, ParseError
 from aggregator.sanitize import sanitize_html, strip_control, to_text
 from aggregator.urls import absolute, canonical_url, clean_url
@@ -81,35 +81,7 @@ feedparser.mixin._FeedParserMixin.can_be_relative_uri = feedparser.mixin._FeedPa
 def _sync_author_detail(self: Any, key: str = "author") -> None:
     """feedparser 6.0's _FeedParserMixin._sync_author_detail with its e-mail
     search replaced by find_email; otherwise unchanged."""
-    context = self._get_context()
-    detail = context.get(f"{key}s", [feedparser.FeedParserDict()])[-1]
-    if detail:
-        name = detail.get("name")
-        email = detail.get("email")
-        if name and email:
-            context[key] = f"{name} ({email})"
-        elif name:
-            context[key] = name
-        elif email:
-            context[key] = email
-        return
-    author, email = context.get(key), None
-    if not author:
-        return
-    email = find_email(author)
-    if email:
-        author = author.replace(email, "").replace("()", "").replace("<>", "").replace("&lt;&gt;", "").strip()
-        if author and author[0] == "(":
-            author = author[1:]
-        if author and author[-1] == ")":
-            author = author[:-1]
-        author = author.strip()
-    if author or email:
-        context.setdefault(f"{key}_detail", detail)
-    if author:
-        detail["name"] = author
-    if email:
-        detail["email"] = email
+    sync_author_detail(self._get_context(), key, feedparser.FeedParserDict())
 
 
 feedparser.mixin._FeedParserMixin._sync_author_detail = _sync_author_detail
