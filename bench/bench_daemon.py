@@ -150,6 +150,10 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--feeds", type=int, default=1000)
     parser.add_argument("--changing", type=int, default=100, help="feeds that gain a story every minute")
+    parser.add_argument("--no-stories", action="store_true",
+                        help="stories: {enabled: false}. This farm's items all read alike ('Story N of feed F' and the "
+                             "same lorem ipsum), so with clustering on most new items rightly join an existing "
+                             "story and never show as new entries")
     args = parser.parse_args()
     farm = Farm(args.feeds)
     port = free_port()
@@ -164,7 +168,8 @@ def main() -> None:
     (work / "config.yaml").write_text(
         f"database: bench.db\nhttp: {{port: {web_port}}}\n"
         "polling: {interval: 1m, min_interval: 30s, max_interval: 1h, adaptive: false}\n"
-        "output: {entries: 100, per_source: 5, debounce: 2s}\nlogging: {level: warning}\n")
+        "output: {entries: 100, per_source: 5, debounce: 2s}\nlogging: {level: warning}\n"
+        + ("stories: {enabled: false}\n" if args.no_stories else ""))
     daemon = subprocess.Popen([sys.executable, "-m", "aggregator", "run", "--config", str(work / "config.yaml")],
                               stderr=open(work / "daemon.log", "w"))
     proc = psutil.Process(daemon.pid)
