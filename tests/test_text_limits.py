@@ -23,10 +23,11 @@ from hypothesis import strategies as st
 
 from aggregator.dates import parse_feed_date
 from aggregator.discover import find_feed_links
+from aggregator.fastparse import find_email
 from aggregator.fetch import Fetcher, FetchLimits, _root_cause
 from aggregator.ingest import InlineParser
 from aggregator.model import Outcome, ParseError
-from aggregator.parse import _is_email, find_email, parse_document, prepared_xml
+from aggregator.parse import _is_email, parse_document, prepared_xml
 from aggregator.sanitize import sanitize_html, to_text
 from aggregator.urls import absolute, canonical_url, clean_url, is_reusable_id
 from tests.conftest import Workspace, run_cli
