@@ -234,6 +234,8 @@ def test_healthz_and_metrics(ws: Workspace, server: FeedServer, daemons: list[Da
     ws.feeds([a, b, broken])
     d = start(daemons, ws)
     d.wait_until(lambda: len(server.requests_for("/a")) >= 2, 10, "a 304")
+    # The server answered before the poll was written and counted: wait for the count, not the request.
+    d.wait_until(lambda: b'outcome="not_modified"' in d.get("/metrics")[1], 10, "the 304 counted")
     status, body = d.get("/healthz")
     health = json.loads(body)
     assert status == 200 and health["status"] == "ok" and health["scheduler_running"] is True
