@@ -185,6 +185,7 @@ CREATE TABLE feeds (
     last_counts TEXT
 );
 CREATE INDEX feeds_due ON feeds (next_poll_at) WHERE status = 'active';
+CREATE INDEX feeds_leased ON feeds (lease_owner) WHERE lease_owner IS NOT NULL;  -- a node giving back its leases
 CREATE TABLE feed_tags (feed_id TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (feed_id, tag));
 CREATE INDEX feed_tags_tag ON feed_tags (tag, feed_id);
 CREATE TABLE host_backoff (host TEXT PRIMARY KEY, until TEXT NOT NULL);

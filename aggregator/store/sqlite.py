@@ -234,12 +234,20 @@ def m005_leases_and_hosts(db: sqlite_utils.Database) -> None:
     db.conn.executemany("UPDATE feeds SET host = ? WHERE id = ?", [(host_of(url), fid) for fid, url in rows])
 
 
+def m006_leased_feeds_index(db: sqlite_utils.Database) -> None:
+    """A process giving back its leases (at exit, and the leases of dead
+    pollers at start) finds them by index instead of reading every feed:
+    39-55 ms at 100,000 feeds without it. Partial: almost no feed is leased."""
+    db.execute("CREATE INDEX feeds_leased ON feeds (lease_owner) WHERE lease_owner IS NOT NULL")
+
+
 MIGRATIONS = (
     m001_initial,
     m002_counts_and_covering_latest,
     m003_ttl_and_last_parse,
     m004_stories_filters_and_plain_text_search,
     m005_leases_and_hosts,
+    m006_leased_feeds_index,
 )
 SCHEMA_VERSION = len(MIGRATIONS)  # PRAGMA user_version of an up-to-date database
 
