@@ -427,9 +427,9 @@ class SQLiteStore(SearchMixin):
             if not self.readonly:
                 with contextlib.suppress(sqlite3.Error):
                     # optimize analyses the tables this connection used that were never
-                    # analysed or grew 25-fold: a full ANALYZE of story_index at 8,000,000
-                    # rows took 3.6 s at the end of every `aggregator poll`. The limit makes
-                    # it a sample (rows looked at per index; SQLite's own advice): ms.
+                    # analysed or grew 25-fold since: a full ANALYZE of an 8,000,000-row
+                    # story_index took 3.5 s at the end of a poll. The limit makes it a
+                    # sample (rows looked at per index; SQLite's own advice): milliseconds.
                     self._wconn.execute(f"PRAGMA analysis_limit = {ANALYSIS_LIMIT}")
                     self._wconn.execute("PRAGMA optimize")
             self._wconn.close()
