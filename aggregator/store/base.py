@@ -139,6 +139,10 @@ class StoreBase(ABC):
         """An index hint for engines that take one (SQLite's INDEXED BY)."""
         return ""
 
+    def _json_array(self, column: str) -> str:
+        """An aggregate of a column's values as one JSON array (SQLite's JSON functions)."""
+        return f"json_group_array({column})"
+
     @abstractmethod
     def close(self) -> None: ...
 

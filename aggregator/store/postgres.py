@@ -452,6 +452,9 @@ class PostgresStore(SearchMixin):
     def _skip_locked(self) -> str:
         return " FOR UPDATE SKIP LOCKED"
 
+    def _json_array(self, column: str) -> str:
+        return f"json_agg({column})::text"  # NULL over no rows
+
     def _serialize_ingest(self, conn: Conn) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(?)", (_LOCKS["ingest"],))
 
