@@ -172,10 +172,12 @@ class IngestTransaction:
                     "UPDATE stories SET size = size + 1, updated_at = ?, profile = COALESCE(?, profile) WHERE id = ?",
                     (stamp, story.profile, story_id),
                 )
-            if story.keys:
-                conn.executemany(
-                    "INSERT INTO story_index (key, at, seq, story_id) VALUES (?, ?, ?, ?)",
-                    [(key, iso(published), seq, story_id) for key in story.keys],
+            if story.keys:  # one statement for the article's keys (a few): one pass through the GIL, not one per row
+                at = iso(published)
+                conn.execute(
+                    "INSERT INTO story_index (key, at, seq, story_id) VALUES "
+                    + ", ".join("(?, ?, ?, ?)" for _ in story.keys),
+                    [v for key in story.keys for v in (key, at, seq, story_id)],
                 )
         for alias in plan.aliases:
             conn.execute(_UPSERT_KEY, (self.feed_id, alias.entry_key, alias.ref.rowid))
@@ -224,37 +226,38 @@ class IngestTransaction:
         published within [start, end] (the index, never a scan); None for a
         key more than ``most`` such articles carry.
 
-        One statement for all of an article's keys, an arm per key that reads
-        at most ``most`` + 1 entries of the key's range of the index (a common
-        key, such as a site's boilerplate, costs no more than a rare one) and
-        hands over one row: how many, and their story ids as a JSON array.
-        A row per index entry cost a pass through the interpreter lock each,
-        which a poll's parsing threads hold most of the time: that was 72% of
-        clustering's time in a cold poll. (A statement per key was half of a
-        new article's round trips to a PostgreSQL server, inside the ingest lock.)"""
+        One statement and one row for all of an article's keys: a column per
+        key, the story ids of at most ``most`` + 1 entries of the key's range
+        of the index as a JSON array (so a common key, such as a site's
+        boilerplate, costs no more than a rare one). Each row handed over is
+        a pass through the interpreter lock, which a poll's parsing threads
+        hold most of the time: a row per index entry was 72% of clustering's
+        time in a cold poll. (A statement per key was half of a new article's
+        round trips to a PostgreSQL server, inside the ingest lock.)"""
         window = (iso(start), iso(end))
         found: dict[str, list[str] | None] = {}
         ids = self.store._json_array("story_id")
         for part in chunks(list(dict.fromkeys(keys)), _KEYS_PER_STATEMENT):
-            sql = " UNION ALL ".join(
-                f"SELECT CAST(? AS TEXT), COUNT(*), {ids} FROM (SELECT story_id FROM story_index"
-                f" WHERE key = ? AND at >= ? AND at <= ? LIMIT ?) AS k{n}"
+            columns = ", ".join(
+                f"(SELECT {ids} FROM (SELECT story_id FROM story_index"
+                f" WHERE key = ? AND at >= ? AND at <= ? LIMIT ?) AS k{n})"
                 for n in range(len(part))
             )
-            params = [v for key in part for v in (key, key, *window, most + 1)]
-            for key, count, story_ids in self.conn.execute(sql, params):
-                found[key] = None if count > most else [str(s) for s in json.loads(story_ids or "[]")]
+            row = self.conn.execute(f"SELECT {columns}", [v for key in part for v in (key, *window, most + 1)])
+            for key, story_ids in zip(part, row.fetchone(), strict=True):
+                listed = [str(s) for s in json.loads(story_ids or "[]")]
+                found[key] = None if len(listed) > most else listed
         return {key: found[key] for key in keys}
 
     def story_profiles(self, story_ids: Sequence[str]) -> dict[str, str]:
         """Stored profiles (cluster.StoryProfile JSON) of these stories, where they have one."""
         out: dict[str, str] = {}
+        profiles = self.store._json_object("id", "profile")
         for part in chunks(sorted(set(story_ids))):
-            out.update(
-                (r[0], r[1])
-                for r in self.conn.execute(f"SELECT id, profile FROM stories WHERE id IN ({marks(part)})", part)
-                if r[1]
-            )
+            # One row, a JSON object, rather than a row per story: see story_index_rows.
+            sql = f"SELECT {profiles} FROM stories WHERE id IN ({marks(part)}) AND profile IS NOT NULL"
+            found = json.loads(self.conn.execute(sql, part).fetchone()[0] or "{}")
+            out.update((str(sid), text) for sid, text in found.items() if isinstance(text, str) and text)
         return out
 
     def current_interval(self) -> float | None:

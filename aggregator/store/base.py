@@ -143,6 +143,10 @@ class StoreBase(ABC):
         """An aggregate of a column's values as one JSON array (SQLite's JSON functions)."""
         return f"json_group_array({column})"
 
+    def _json_object(self, key: str, value: str) -> str:
+        """An aggregate of rows as one JSON object of key to value."""
+        return f"json_group_object({key}, {value})"
+
     @abstractmethod
     def close(self) -> None: ...
 

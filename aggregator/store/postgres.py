@@ -455,6 +455,9 @@ class PostgresStore(SearchMixin):
     def _json_array(self, column: str) -> str:
         return f"json_agg({column})::text"  # NULL over no rows
 
+    def _json_object(self, key: str, value: str) -> str:
+        return f"json_object_agg({key}, {value})::text"  # NULL over no rows
+
     def _serialize_ingest(self, conn: Conn) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(?)", (_LOCKS["ingest"],))
 
