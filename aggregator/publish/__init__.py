@@ -117,9 +117,12 @@ PAGE_DIRS = ("tags", "search", "sources", "stories", "archive")
 # - a page per source for up to MAX_SOURCE_PAGES sources (all of them below that;
 #   above it, those that brought new articles most recently), SOURCE_STORIES each;
 # - the archive: whole days of stories, newest first, up to ARCHIVE_STORIES.
-# Source and archive pages follow every change while they take less than
-# this (seconds) to bring up to date; past it, at most every sources_every.
-CHEAP_PAGES = 0.25
+# Source and archive pages follow every change while bringing them up to date
+# takes less than this (CPU seconds of the publishing thread, so that a busy
+# machine does not change the choice); past it, at most every sources_every.
+# At 1,000 feeds they take ~0.15 s: after every publish, that was a quarter of
+# the service's CPU (bench/RESULTS.md, the daemon bench).
+CHEAP_PAGES = 0.1
 MAX_STORY_PAGES = 2000
 MAX_SOURCE_PAGES = 500
 SOURCE_STORIES = 10
@@ -151,7 +154,7 @@ class Publisher:
         self._rendered: dict[str, tuple[str, dict[str, Document]]] = {}
         self.sources_built = float("-inf")
         self.pages_built = float("-inf")  # when the source and archive pages were last brought up to date
-        self.pages_cost = 0.0  # how long that took (seconds)
+        self.pages_cost = 0.0  # the CPU time that took (seconds)
         self._pages_behind = False  # stories changed since
         self._in_archive: dict[str, str] = {}  # story id -> its archive page, as of then
         self._empty = False  # Latest has no stories: the home page shows feed states
@@ -232,11 +235,11 @@ class Publisher:
         plain = Links(sources=sources)
         self._pages_behind = not pages_due
         if pages_due:
-            started = time.monotonic()
+            started = time.thread_time()
             self._in_archive = self._render_archive(pages, documents, plain)
             self._render_source_pages(pages, documents, feeds, plain)
             self.pages_built = time.monotonic()
-            self.pages_cost = self.pages_built - started
+            self.pages_cost = time.thread_time() - started
         else:
             for path, (fingerprint, document) in self._pages.items():
                 if path.startswith(("sources/", "archive")):
