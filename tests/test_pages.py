@@ -6,7 +6,7 @@ many there are, hidden articles, the static mirror, and the web routes.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Iterator
 
@@ -14,7 +14,7 @@ import html5lib
 import pytest
 
 import aggregator.publish as publish
-from aggregator.model import Article
+from aggregator.model import Article, iso, utcnow
 from aggregator.publish import Publisher, Snapshot, write_static
 from aggregator.publish.html import STYLE, story_path, summary_text
 from aggregator.web import App, SnapshotHolder
@@ -103,6 +103,10 @@ def test_pages_are_rendered_again_only_when_what_they_show_changes(ws: Workspace
     server.update("/feeds/tech.xml", body=rss([solar, *desk.items["Tech Wire"]], title="Tech Wire",
                                               link=server.url("/news/tech/")))
     ws.poll_url(desk.feeds["Tech Wire"])
+    # That poll ends a minute after the others: the last poll is an empty feed's updated time, and no page's else.
+    with ws.store._writing() as conn:
+        conn.execute("UPDATE feeds SET last_fetch_at = ? WHERE url = ?",
+                     (iso(utcnow() + timedelta(minutes=1)), desk.feeds["Tech Wire"]))
     after = publisher.build(first)
     changed = {p for p, d in after.documents.items() if p not in first.documents or first.documents[p] is not d}
     unchanged = {p for p in after.documents if p not in changed}

@@ -256,7 +256,9 @@ class Publisher:
         for n, (scope_meta, tag, search) in enumerate(scopes):
             seqs = self._matches(search) if search is not None else None
             stories = fit(self.store.latest(self.entries, self.per_source, tag=tag, seqs=seqs))
-            meta = replace(scope_meta, empty_updated=last_poll)
+            # The last poll is an empty feed's updated time, and nothing else's: in the
+            # fingerprint of a scope with stories it would render it again after every poll.
+            meta = replace(scope_meta, empty_updated=None if stories else last_poll)
             if n == 0:
                 self._empty = not stories
             for story in stories:
